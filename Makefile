@@ -1,0 +1,41 @@
+# Every target creates .venv in the repository root when it is missing, then acts.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+export DVC_NO_ANALYTICS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE ?= disabled
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install reproduce test test-all lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch/torchvision first and exactly: on this machine they come from local disk in seconds.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+
+test: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest
+
+test-all: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -m "slow or not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ddrn pipeline tests benchmarks
+
+bench: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
