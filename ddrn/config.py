@@ -121,6 +121,12 @@ class ModelConfig:
 
     ``embed_dim``/``depth``/``num_heads`` left as ``None`` take the timm ``backbone``'s own values;
     setting them builds a smaller ViT of the same family (the ``demo`` profile).
+
+    ``id_feature`` picks the CLS token the ID classifier reads: ``global`` (after the last block,
+    TransReID's baseline) or ``local`` (after block N-1, the paper's "CLS token, which fuses local
+    features"; the global CLS is then left to the margin head, Fig. 2). ``pretrained`` is a local
+    timm ViT checkpoint (``.pth``/``.safetensors``), ``hub`` or an ``hf-hub:`` id;
+    ``resnet_pretrained`` is the same for ``arch: resnet50`` (timm ``resnet50`` weights).
     """
 
     arch: Literal["vit", "resnet50"] = "vit"
@@ -138,6 +144,8 @@ class ModelConfig:
     num_embeddings: int = 128
     tau: float = 0.1
     sampling: Literal["gumbel", "default"] = "gumbel"
+    id_feature: Literal["global", "local"] = "global"
+    resnet_pretrained: str | None = None
 
     def validate(self, key: str) -> None:
         _require(self.patch_size >= 1, f"{key}.patch_size", "an integer >= 1", self.patch_size)
@@ -291,13 +299,21 @@ class VariantConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    """Resources of one training trial and how many run at once (0 GPUs on CPU-only clusters)."""
+    """Resources of one training trial and how many run at once (0 GPUs on CPU-only clusters).
+
+    ``num_cpus`` (null: every core) and ``object_store_mb`` size the private local Ray the train
+    stage starts when ``RAY_ADDRESS`` is unset; on an existing cluster they are ignored.
+    ``storage_path`` holds Tune's experiment state and trial checkpoints (relative paths are taken
+    from the repository root; on a multi-node cluster it must be shared storage or ``s3://...``).
+    """
 
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 2
     max_failures: int = 2
     num_cpus: int | None = None
+    object_store_mb: int = 256
+    storage_path: str = ".ray_results"
 
     def validate(self, key: str) -> None:
         _require(self.cpus_per_trial > 0, f"{key}.cpus_per_trial", "a value > 0", self.cpus_per_trial)
@@ -306,18 +322,32 @@ class RayConfig:
         _require(self.max_concurrent_trials >= 1, f"{key}.max_concurrent_trials", "an integer >= 1",
                  self.max_concurrent_trials)
         _require(self.max_failures >= 0, f"{key}.max_failures", "an integer >= 0", self.max_failures)
+        _require(self.num_cpus is None or self.num_cpus >= 1, f"{key}.num_cpus",
+                 "null (every core) or an integer >= 1", self.num_cpus)
+        _require(self.object_store_mb >= 64, f"{key}.object_store_mb", "at least 64 (MiB)",
+                 self.object_store_mb)
+        _require(bool(self.storage_path), f"{key}.storage_path", "a non-empty path or URI",
+                 self.storage_path)
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow: ``MLFLOW_TRACKING_URI`` in the environment wins over ``tracking_uri``."""
+    """MLflow: ``MLFLOW_TRACKING_URI`` in the environment wins over ``tracking_uri``.
+
+    ``enabled: false`` turns tracking off. ``log_checkpoints`` uploads each trial's final weights
+    (``model.pt``) as a run artifact.
+    """
 
     experiment_name: str = "ddrn"
     tracking_uri: str = "sqlite:///mlflow.db"
+    enabled: bool = True
+    log_checkpoints: bool = True
 
     def validate(self, key: str) -> None:
         _require(bool(self.experiment_name), f"{key}.experiment_name", "a non-empty name",
                  self.experiment_name)
+        _require(bool(self.tracking_uri), f"{key}.tracking_uri",
+                 "a URI such as sqlite:///mlflow.db or http://host:5000", self.tracking_uri)
 
 
 @dataclass(frozen=True)
@@ -334,28 +364,74 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`)."""
+class SearchDim:
+    """One searched knob: ``choices`` (categorical) or a ``low``..``high`` range.
 
+    ``log: true`` samples the range on a log scale; ``integer: true`` samples whole numbers.
+    """
+
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    def validate(self, key: str) -> None:
+        if self.choices is not None:
+            _require(len(self.choices) >= 1 and self.low is None and self.high is None, key,
+                     "either a non-empty 'choices' list or 'low'/'high', not both", self.choices)
+            return
+        _require(self.low is not None and self.high is not None and self.low < self.high, key,
+                 "'choices: [...]' or 'low' < 'high'", (self.low, self.high))
+        _require(not self.log or (self.low or 0) > 0, f"{key}.low", "a value > 0 with log: true",
+                 self.low)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`).
+
+    Every trial trains ``base_variant`` on ``train_set`` with the sampled knobs replacing the
+    variant's values, for at most ``max_epochs`` (null: the profile's ``train.epochs``), and is
+    scored by mAP on ``train_set``'s query/gallery every ``eval_every`` epochs; ASHA stops the weak
+    ones after ``grace_period`` epochs. Resources per trial, retries and Tune's storage come from
+    the ``ray`` section (its ``storage_path`` must be shared by every node of a cluster).
+    """
+
+    name: str = "fig6"
     train_set: str = "occluded_duke"
     base_variant: str = "ddrn"
     num_samples: int = 16
     max_concurrent_trials: int = 2
     time_budget_s: float | None = None
+    max_epochs: int | None = None
+    eval_every: int = 1
     grace_period: int = 1
     reduction_factor: int = 2
     seed: int = 0
-    space: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, SearchDim] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
+        _require(bool(self.name) and "/" not in self.name, f"{key}.name",
+                 "a non-empty name without '/'", self.name)
         _require(self.num_samples >= 1, f"{key}.num_samples", "an integer >= 1", self.num_samples)
         _require(self.max_concurrent_trials >= 1, f"{key}.max_concurrent_trials", "an integer >= 1",
                  self.max_concurrent_trials)
+        _require(self.max_epochs is None or self.max_epochs >= 1, f"{key}.max_epochs",
+                 "null or an integer >= 1", self.max_epochs)
+        _require(self.eval_every >= 1, f"{key}.eval_every", "an integer >= 1", self.eval_every)
         _require(self.grace_period >= 1, f"{key}.grace_period", "an integer >= 1", self.grace_period)
         _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "an integer >= 2",
                  self.reduction_factor)
         _require(self.time_budget_s is None or self.time_budget_s > 0, f"{key}.time_budget_s",
                  "null or seconds > 0", self.time_budget_s)
+        fields_ = {f.name for f in dataclasses.fields(ModelConfig)} | {
+            f.name for f in dataclasses.fields(LossConfig)}
+        for knob, dim in self.space.items():
+            _require(knob in fields_, f"{key}.space.{knob}",
+                     "a model or loss field (e.g. num_embeddings, tau, sampling, margin_head, k, "
+                     "margin, scale)", knob)
+            dim.validate(f"{key}.space.{knob}")
 
 
 @dataclass(frozen=True)
@@ -553,6 +629,10 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
         if sweep.base_variant not in config.variants:
             raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
                               f"{sweep.base_variant!r}")
+    if sweep.space and sweep.train_set not in config.cfg.datasets:
+        raise ConfigError(f"{source}: {prefix}.sweep.train_set: dataset {sweep.train_set!r} is not "
+                          f"in {prefix}.datasets; expected one of: "
+                          f"{', '.join(config.cfg.datasets) or '(none)'}")
 
 
 def _with_overrides(base: Any, overrides: dict[str, Any], key: str, source: str) -> Any:

@@ -1,0 +1,154 @@
+"""Training checkpoints: written atomically, read back with one-line errors.
+
+A checkpoint is one ``torch.save`` dict holding everything that determines the rest of the run:
+model, criterion (margin-head centres), optimizer, lr schedule, AMP grad scaler, the number of
+finished epochs, the history so far and every random state (torch CPU/CUDA, numpy, python, and
+the training loader's own generators). Restoring it and training on gives the same weights as an
+uninterrupted run.
+
+It is written to a temporary file in the same folder, flushed to disk and renamed over the old
+one, so a kill at any moment leaves either the previous or the new checkpoint, never a torn one.
+Only tensors and plain Python values are stored, so it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddrn.errors import CheckpointError
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a training ``state`` to ``path`` atomically (temp file, fsync, rename)."""
+    return atomic_save({"format": FORMAT, **state}, path)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing, truncated/corrupt, or not a ddrn training checkpoint.
+    """
+    path = Path(path)
+    state = read_state_file(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise CheckpointError(f"{path}: not a ddrn training checkpoint (format {FORMAT}); expected "
+                              "runs/<experiment>/checkpoints/last.pt written by the train stage")
+    return state
+
+
+def read_state_file(path: Path, map_location: torch.device | str = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; expected a file written by torch.save")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip/pickle/EOF errors all mean the same thing to the user
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupt: "
+                              f"{reason}); expected a complete file written by torch.save") from None
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                      what: str = "model") -> None:
+    """``module.load_state_dict(state)`` (strict) with a one-line error naming the first misfit."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape mismatch at {k!r}: checkpoint {tuple(state[k].shape)} vs model "
+                         f"{tuple(own[k].shape)}")
+        raise CheckpointError(f"{path}: {what} weights do not fit this {what} ({'; '.join(parts)}); "
+                              "expected a checkpoint of the same variant and dataset")
+    module.load_state_dict(state)
+
+
+# ---- random states -------------------------------------------------------------------------
+
+
+def capture_rng(loader: Any = None) -> dict[str, Any]:
+    """Every random state the next epoch depends on, as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss": py_state[2]},
+        "loader": _loader_state(loader),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], loader: Any = None) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    _restore_loader_state(loader, state.get("loader") or {})
+
+
+def _loader_state(loader: Any) -> dict[str, Any]:
+    """The loader's own generators. Uses ``loader.state_dict()`` when it has one; otherwise the
+    augmentation generators of :class:`ddrn.data.TrainLoader` (its sampler is reseeded from the
+    epoch number, so it needs no state)."""
+    if loader is None:
+        return {}
+    if hasattr(loader, "state_dict"):
+        return {"state_dict": loader.state_dict()}
+    gens = getattr(getattr(loader, "augment", None), "_generators", None) or {}
+    return {"augment": {dev: g.get_state() for dev, g in gens.items()}}
+
+
+def _restore_loader_state(loader: Any, state: dict[str, Any]) -> None:
+    if loader is None or not state:
+        return
+    if "state_dict" in state and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(state["state_dict"])
+        return
+    augment = getattr(loader, "augment", None)
+    for dev, gen_state in state.get("augment", {}).items():
+        gen = augment._gen(torch.device(dev))  # creates the seeded generator, then overwrite it
+        if gen is not None:
+            gen.set_state(gen_state.cpu() if torch.device(dev).type == "cpu" else gen_state)

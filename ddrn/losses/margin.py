@@ -1,0 +1,182 @@
+"""Angular-margin heads: ArcFace, Sub-center ArcFace and DDRN's HS-ArcFace (sec. 3.5, Eq. 4).
+
+All three take ``(in_features, num_classes, scale=, margin=, k=)``, keep their class centres in
+``.weight``, and offer ``logits(features, labels)``: the scaled cosines (B, C) with the angular
+margin on each sample's target class. ``forward(features, labels)`` is the loss. Margins are in
+radians (insightface / TransReID convention; pytorch-metric-learning uses degrees). Everything
+runs in fp32 with autocast off: acos near ±1 and s = 20 have no room for fp16.
+
+Margin: the target cosine cos θ becomes cos(θ + m), with θ = acos(clamp(cos, ±(1 - 1e-7))) (acos
+has an infinite slope at ±1). Where θ + m > π, cos(θ + m) would start to *grow* again, so, as
+TransReID's ``Arcface``, we use the monotone fallback cos θ - sin(π - m)·m there.
+
+Eq. 4 as printed writes the target logit as s(cos θ_y + m), which would *raise* the target's
+score (an easier target, the opposite of a margin). The paper also says "Finally we apply the
+ArcFace operation to the output" and "When k=1, HS-Arcface degenerates into ArcFace", so we read
+it as ArcFace's s·cos(θ_y + m).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_ACOS_EPS = 1e-7
+
+
+def angular_margin(cos_target: Tensor, margin: float) -> Tensor:
+    """cos(θ + m) for θ = acos(cos_target), with TransReID's fallback where θ + m > π."""
+    cos = cos_target.clamp(-1.0 + _ACOS_EPS, 1.0 - _ACOS_EPS)
+    theta = torch.acos(cos)
+    fallback = cos - math.sin(math.pi - margin) * margin
+    return torch.where(theta + margin <= math.pi, torch.cos(theta + margin), fallback)
+
+
+def margin_logits(cosine: Tensor, labels: Tensor, margin: float, scale: float) -> Tensor:
+    """s·cos with cos(θ_y + m) in each row's target column. cosine: (B, C) -> (B, C)."""
+    index = labels[:, None]  # (B, 1)
+    target = angular_margin(cosine.gather(1, index), margin)
+    return cosine.scatter(1, index, target) * scale
+
+
+def _unit(x: Tensor) -> Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+class ArcFace(nn.Module):
+    """ArcFace (Deng et al. 2019): one centre per class, ``weight`` (C, D).
+
+    ``k`` is accepted for a uniform signature and must be 1.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 20.0,
+                 margin: float = 0.2, k: int = 1) -> None:
+        super().__init__()
+        if k != 1:
+            raise ValueError(f"ArcFace has one centre per class; got k={k} (use SubCenterArcFace)")
+        self.scale, self.margin, self.k = scale, margin, k
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.normal_(self.weight, std=0.01)  # only the direction matters: uniform on the sphere
+
+    def cosine(self, features: Tensor) -> Tensor:
+        """(B, D) -> (B, C) cosines to the class centres."""
+        return _unit(features) @ _unit(self.weight).t()
+
+    def logits(self, features: Tensor, labels: Tensor) -> Tensor:
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return margin_logits(self.cosine(features), labels, self.margin, self.scale)
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(features, labels), labels)
+
+
+class SubCenterArcFace(ArcFace):
+    """Sub-center ArcFace (Deng et al. 2020): k centres per class, ``weight`` (k, C, D).
+
+    A class's cosine is the max over its k sub-centres (insightface's ``reshape(-1, C, K)`` and
+    max over K); the margin is applied after that pooling, to the target class only.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 20.0,
+                 margin: float = 0.2, k: int = 3) -> None:
+        nn.Module.__init__(self)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.scale, self.margin, self.k = scale, margin, k
+        self.weight = nn.Parameter(torch.empty(k, num_classes, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def cosine(self, features: Tensor) -> Tensor:
+        """(B, D) -> (B, C): max over the k sub-centres of each class."""
+        per_centre = torch.einsum("bd,kcd->bkc", _unit(features), _unit(self.weight))
+        return per_centre.amax(dim=1)
+
+
+class HSArcFace(nn.Module):
+    """Hierarchical Sub-center ArcFace (DDRN, sec. 3.5, Fig. 4c/5, Eq. 4).
+
+    Paper (Fig. 5): "We select the i-th sub-center among the K sub-center representations and
+    compute its similarity with the input feature. Then, we determine its corresponding class
+    label. If the class label equals N+1, we consider the need for further classification at the
+    next level. So HS-Arcface introduces an additional clustering center (N+1) as a marker for the
+    following layer classification. If i is less than K, ... we increment i by one and continue
+    the loop. Finally, we apply the ArcFace operation to the output." No public implementation
+    exists; the choices we made:
+
+    1. **Parameters.** ``weight`` (k, C, D): level i holds the i-th sub-centre of every class
+       (N in the paper's text = C classes here); ``marker`` (k-1, D): the extra "N+1" centre of
+       levels 1..k-1. The last level has no marker ("If i is less than K"), so with k = 1 there
+       is none and the head is exactly ArcFace on ``weight[0]``.
+    2. **Routing** (no gradient, as an argmax): at level i the sample is classified among the
+       C sub-centres and the marker by cosine; if the marker wins it moves on to level i+1,
+       otherwise it stops. Every sample stops by level k.
+    3. **Logits** (``logits``, Eq. 4): ArcFace on the C cosines of the sample's stop level, margin
+       on the target class: s·cos(θ_y + m) against s·cos θ_j.
+    4. **Loss** (``forward``): at every level a sample visits it is classified among C+1 labels
+       ("determine its corresponding class label"): the target is its class y (with the angular
+       margin) at its stop level, and the marker, "N+1" (no margin: the marker is a routing label,
+       not an identity), at the levels it passed. The marker is thus a real clustering centre
+       ("an additional clustering center"): pulled towards the samples it routes on and pushed
+       away from those that stop at its level, which keeps it from swallowing well-separated
+       samples ("ensuring appropriate inter-class distances", Fig. 4c). Per-sample losses are
+       summed over the visited levels and averaged over the batch. With k = 1 this is
+       cross-entropy of ``logits`` (ArcFace); with k > 1 it also includes the marker columns.
+
+    Fully vectorised (every level is scored, masks select the visited ones): no host syncs.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 20.0,
+                 margin: float = 0.2, k: int = 3) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.scale, self.margin, self.k = scale, margin, k
+        self.num_classes = num_classes
+        self.weight = nn.Parameter(torch.empty(k, num_classes, in_features))
+        self.marker = nn.Parameter(torch.empty(k - 1, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+        nn.init.normal_(self.marker, std=0.01)
+
+    def level_cosines(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Cosines to every level's sub-centres (B, k, C) and markers (B, k); last marker = -inf."""
+        unit = _unit(features)  # (B, D)
+        cos = torch.einsum("bd,kcd->bkc", unit, _unit(self.weight))  # (B, k, C)
+        marker = F.pad(unit @ _unit(self.marker).t(), (0, 1), value=float("-inf"))  # (B, k)
+        return cos, marker
+
+    @staticmethod
+    def stop_level(cos: Tensor, marker: Tensor) -> Tensor:
+        """(B,) the first level whose best class beats its marker (Fig. 5's loop)."""
+        stops = marker <= cos.amax(dim=-1)  # (B, k); the last level always stops (-inf marker)
+        return stops.int().argmax(dim=1)  # argmax returns the first maximal index
+
+    def logits(self, features: Tensor, labels: Tensor) -> Tensor:
+        """(B, D), (B,) -> (B, C): Eq. 4's scaled logits at each sample's stop level."""
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            cos, marker = self.level_cosines(features)
+            stop = self.stop_level(cos.detach(), marker.detach())
+            at_stop = cos.gather(1, stop[:, None, None].expand(-1, 1, cos.shape[-1])).squeeze(1)
+            return margin_logits(at_stop, labels, self.margin, self.scale)
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            cos, marker = self.level_cosines(features)
+            stop = self.stop_level(cos.detach(), marker.detach())  # (B,)
+            batch, levels, classes = cos.shape
+            level = torch.arange(levels, device=cos.device)[None, :]  # (1, k)
+            visited = level <= stop[:, None]  # (B, k)
+            is_stop = level == stop[:, None]
+            target = torch.where(is_stop, labels[:, None], classes)  # (B, k); C = the marker
+            scores = torch.cat([cos, marker[..., None]], dim=-1)  # (B, k, C+1)
+            picked = scores.gather(2, target[..., None])  # (B, k, 1)
+            # Unvisited levels may pick the -inf last marker; clamp inside angular_margin and the
+            # where below keep them finite, and the visited mask drops them from the loss.
+            picked = torch.where(is_stop[..., None], angular_margin(picked, self.margin),
+                                 picked.clamp_min(-1.0))
+            scores = scores.scatter(2, target[..., None], picked) * self.scale
+            ce = F.cross_entropy(scores.reshape(batch * levels, classes + 1), target.reshape(-1),
+                                 reduction="none").reshape(batch, levels)
+            return torch.where(visited, ce, torch.zeros_like(ce)).sum(dim=1).mean()

@@ -1,0 +1,74 @@
+"""The ``evaluate`` stage: metrics of trained experiments on their test sets.
+
+``python -m pipeline.evaluate [--experiment NAME]`` evaluates one experiment (repeatable) or every
+experiment of the profile: ``eval/<exp>/<test_set>.npz`` (features and rankings for the report)
+and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
+logs the metrics into the experiment's MLflow training run when tracking is on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ddrn.config import ExperimentSpec, ProjectConfig
+from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.experiment import PACKED_ROOT, evaluate_experiment
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: Path,
+             eval_dir: Path, metrics_dir: Path, packed_root: Path = PACKED_ROOT,
+             track: bool = True) -> list[dict[str, Any]]:
+    """Evaluate ``specs``; writes the eval files and ``metrics/<exp>.json``, returns the docs."""
+    docs = []
+    for spec in specs:
+        doc = evaluate_experiment(config, spec, runs_dir / spec.name, eval_dir / spec.name,
+                                  packed_root)
+        write_metrics(metrics_dir / f"{spec.name}.json", doc)
+        docs.append(doc)
+        if track:
+            from pipeline.tracking import log_evaluation
+
+            log_evaluation(config.tracking, Path.cwd(), doc)
+    return docs
+
+
+def write_metrics(path: Path, doc: dict[str, Any]) -> None:
+    """Write a metrics document atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                        help="evaluate only this experiment (repeatable); default: every one")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--eval-dir", type=Path, default=Path("eval"))
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    parser.add_argument("--packed-root", type=Path, default=PACKED_ROOT)
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    args: argparse.Namespace = parser.parse_args(argv)
+    config = load_params(args)
+    specs = ([config.experiment(n) for n in args.experiment] if args.experiment
+             else config.experiments_list())
+    docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
+                    args.packed_root, track=not args.no_tracking)
+    for doc in docs:
+        for test_set, res in doc["results"].items():
+            print(f"{doc['experiment']:40s} {test_set:24s} R1 {res['R1']:5.1f}  mAP {res['mAP']:5.1f}"
+                  f"  mINP {res['mINP']:5.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(main))

@@ -1,0 +1,170 @@
+"""One experiment end to end: build it from the config, train it, evaluate it.
+
+Used by the train stage (one Ray Tune trial per experiment), the evaluate stage and the tests:
+
+- :func:`train_experiment` writes ``runs/<exp>/{checkpoints/last.pt, history.json, model.pt}``
+  (``done.json`` is the caller's, see :mod:`pipeline.rundir`);
+- :func:`evaluate_experiment` writes ``eval/<exp>/<test_set>.npz`` and returns the
+  ``metrics/<exp>.json`` document (R1/R5/R10/mAP/mINP in percent per test set, plus
+  ``<test_set>/twin`` when the test set has unoccluded twins of its occluded queries).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddrn.config import ExperimentSpec, ProjectConfig
+from ddrn.data import PackedSplit, make_train_loader, open_packed
+from ddrn.engine import TrainResult, fit
+from ddrn.engine.checkpoint import atomic_save, load_module_state, read_state_file
+from ddrn.engine.trainer import EpochCallback
+from ddrn.errors import CheckpointError, ConfigError
+from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
+from ddrn.losses import build_criterion
+from ddrn.models import build_model
+
+log = logging.getLogger(__name__)
+
+PACKED_ROOT = Path("data") / "packed"
+TOPK = 10
+"""Ranked gallery indices kept per query in the eval files (for the report's retrieval figures)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: ``auto`` = CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} but no CUDA device is available; expected "
+                          "'auto' or 'cpu'")
+    return device
+
+
+def build_experiment_model(config: ProjectConfig, spec: ExperimentSpec, num_classes: int,
+                           num_cameras: int) -> nn.Module:
+    """The experiment's model, initialised from its seed."""
+    torch.manual_seed(spec.seed)
+    return build_model(spec.model, num_classes, num_cameras,
+                       input_size=(config.input.height, config.input.width))
+
+
+def train_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
+                     callbacks: Sequence[EpochCallback] = (), resume: bool = True,
+                     packed_root: str | Path = PACKED_ROOT) -> TrainResult:
+    """Train one experiment on ``<packed_root>/<train_set>``; resumes from ``run_dir`` by default.
+
+    Writes ``checkpoints/last.pt`` and ``history.json`` as it goes and ``model.pt`` (the final
+    model ``state_dict``) at the end.
+    """
+    run_dir = Path(run_dir)
+    packed = open_packed(Path(packed_root) / spec.train_set)
+    device = resolve_device(spec.train.device)
+    model = build_experiment_model(config, spec, packed.num_classes, packed.num_cameras).to(device)
+    criterion = build_criterion(spec.loss, model.feature_dim, packed.num_classes).to(device)
+    loader = make_train_loader(packed.splits["train"], spec.train, config.input, device, spec.seed)
+    result = fit(model, criterion, loader, spec.train, run_dir, device, callbacks=callbacks,
+                 resume=resume, seed=spec.seed)
+    atomic_save(model.state_dict(), run_dir / "model.pt")
+    return result
+
+
+def load_trained_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path,
+                       packed_root: Path, device: torch.device) -> nn.Module:
+    """The trained model of ``run_dir`` (``model.pt``, else the last checkpoint)."""
+    train = open_packed(packed_root / spec.train_set)
+    model = build_experiment_model(config, spec, train.num_classes, train.num_cameras)
+    path = run_dir / "model.pt"
+    if path.is_file():
+        state = read_state_file(path)
+    elif (run_dir / "checkpoints" / "last.pt").is_file():
+        path = run_dir / "checkpoints" / "last.pt"
+        state = read_state_file(path)["model"]
+    else:
+        raise CheckpointError(f"{path}: trained model not found; expected the output of "
+                              f"`python -m pipeline.train --experiment {spec.name}`")
+    load_module_state(model, state, path, "model")
+    return model.to(device)
+
+
+def evaluate_split(model: nn.Module, config: ProjectConfig, query: PackedSplit,
+                   gallery: PackedSplit, device: torch.device,
+                   gallery_features: torch.Tensor | None = None) -> dict[str, Any]:
+    """Features, metrics and top-k rankings of one query split against a gallery."""
+    ev = config.evaluation
+    qf = extract_features(model, query, config.input, ev.batch_size, device, ev.feat_norm)
+    gf = gallery_features if gallery_features is not None else extract_features(
+        model, gallery, config.input, ev.batch_size, device, ev.feat_norm)
+    dist = pairwise_distance(qf, gf, "euclidean")
+    if ev.rerank:
+        dist = torch.from_numpy(re_ranking(dist, pairwise_distance(qf, qf), pairwise_distance(gf, gf),
+                                           ev.rerank_k1, ev.rerank_k2, ev.rerank_lambda))
+    res = evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
+                        max_rank=ev.max_rank)
+    k = min(TOPK, dist.shape[1])
+    topk = torch.topk(dist, k, dim=1, largest=False, sorted=True)
+    return {"metrics": res.as_percentages(), "query_features": qf, "gallery_features": gf,
+            "topk": topk.indices.to(torch.int32), "topk_distances": topk.values}
+
+
+def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
+                        eval_dir: str | Path, packed_root: str | Path = PACKED_ROOT) -> dict:
+    """Evaluate a trained experiment on each of its test sets.
+
+    Writes ``<eval_dir>/<test_set>.npz`` per test set (float16 features, top-10 ranked gallery
+    indices, pids, camids, occluded flags; ``twin_*`` arrays too when the set has twins) and
+    returns the ``metrics/<exp>.json`` document.
+    """
+    run_dir, eval_dir, packed_root = Path(run_dir), Path(eval_dir), Path(packed_root)
+    device = resolve_device(spec.train.device)
+    model = load_trained_model(config, spec, run_dir, packed_root, device)
+    results: dict[str, dict[str, float]] = {}
+    for test_set in spec.test_sets:
+        packed = open_packed(packed_root / test_set)
+        query, gallery = packed.splits["query"], packed.splits["gallery"]
+        out = evaluate_split(model, config, query, gallery, device)
+        results[test_set] = out["metrics"]
+        arrays = {**_split_arrays("query", query, out["query_features"]),
+                  **_split_arrays("gallery", gallery, out["gallery_features"]),
+                  "topk": out["topk"].numpy(), "topk_distances": out["topk_distances"].numpy()}
+        twin = packed.splits.get("query_twin")
+        if twin is not None and len(twin):
+            tw = evaluate_split(model, config, twin, gallery, device, out["gallery_features"])
+            results[f"{test_set}/twin"] = {**tw["metrics"],
+                                           "R1_gap": tw["metrics"]["R1"] - out["metrics"]["R1"],
+                                           "mAP_gap": tw["metrics"]["mAP"] - out["metrics"]["mAP"]}
+            arrays.update(_split_arrays("twin", twin, tw["query_features"]))
+            arrays["twin_topk"] = tw["topk"].numpy()
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        _save_npz(eval_dir / f"{test_set}.npz", arrays)
+        log.info("%s on %s: %s", spec.name, test_set, _fmt(results[test_set]))
+        if f"{test_set}/twin" in results:
+            log.info("%s on %s twins: %s", spec.name, test_set, _fmt(results[f"{test_set}/twin"]))
+    return {"experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
+            "train_set": spec.train_set, "fingerprint": spec.fingerprint(config.input),
+            "results": results}
+
+
+def _split_arrays(prefix: str, split: PackedSplit, features: torch.Tensor) -> dict[str, np.ndarray]:
+    return {f"{prefix}_features": features.numpy().astype(np.float16),
+            f"{prefix}_pids": np.asarray(split.pids, dtype=np.int64),
+            f"{prefix}_camids": np.asarray(split.camids, dtype=np.int64),
+            f"{prefix}_occluded": np.asarray(split.occluded, dtype=bool),
+            f"{prefix}_paths": np.asarray(split.paths, dtype=str)}
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.1f}" for k, v in m.items() if k in ("R1", "R5", "mAP", "mINP"))

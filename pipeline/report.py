@@ -1,0 +1,411 @@
+"""The ``report`` stage: rebuild the paper's Table 1, Table 2 and figures from this pipeline's runs.
+
+Reads ``metrics/<exp>.json`` (evaluate stage), ``eval/<exp>/<test_set>.npz`` (features),
+``runs/<exp>/`` (history, weights), ``data/packed/`` (images for Fig. 1) and ``timings/``; writes
+``reports/results.md`` (header, every table, every figure), ``reports/table1.md``,
+``reports/table2.md``, ``reports/figures/*.png`` and ``reports/curves/<exp>.csv`` (training
+curves for ``dvc plots show``). The markdown and figures are also logged to MLflow (a ``report``
+run), and each experiment's final metrics are logged into its training run if the evaluate
+stage did not already.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddrn.config import ExperimentSpec, ProjectConfig
+from pipeline import report_figures as figs
+from pipeline import report_tables as tables
+from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.published import TABLE2_DATASET
+from pipeline.timing import load_timings
+
+log = logging.getLogger(__name__)
+
+FIGURES = {
+    "fig1": "figures/fig1_retrieval.png",
+    "fig3": "figures/fig3_codebook_cosine.png",
+    "fig7": "figures/fig7_tsne.png",
+    "curves": "figures/training_curves.png",
+    "gap": "figures/occlusion_gap.png",
+}
+"""Figure key -> path under ``reports/`` (the names dvc.yaml declares as outs)."""
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Inputs and the output folder (all relative to the repository root by default)."""
+
+    metrics: Path = Path("metrics")
+    eval: Path = Path("eval")
+    runs: Path = Path("runs")
+    packed: Path = Path("data/packed")
+    timings: Path = Path("timings")
+    out: Path = Path("reports")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the pipeline's outputs
+# --------------------------------------------------------------------------------------------
+
+
+def epoch_loss(entry: dict[str, Any]) -> float:
+    """The total training loss of one history entry (``loss``/``total``, else the sum of terms)."""
+    for key in ("loss", "total", "loss/total"):
+        if isinstance(entry.get(key), (int, float)):
+            return float(entry[key])
+    terms = [float(v) for k, v in entry.items() if k in ("id", "triplet", "margin", "orthogonal")]
+    return sum(terms) if terms else float("nan")
+
+
+def load_history(run_dir: Path) -> list[dict[str, Any]]:
+    """``runs/<exp>/history.json`` (a list of per-epoch dicts; empty when missing)."""
+    path = run_dir / "history.json"
+    try:
+        import json
+
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if isinstance(value, dict):  # tolerate {"history": [...]} / {"epochs": [...]}
+        value = value.get("history") or value.get("epochs") or []
+    return [e for e in value if isinstance(e, dict)]
+
+
+def load_codebook(run_dir: Path) -> np.ndarray | None:
+    """The Embedding Space weight (x, D) of a trained model, or ``None`` if it has none."""
+    import torch
+
+    path = run_dir / "model.pt"
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        state = state.state_dict()
+    for key, value in state.items():
+        if key.endswith("embedding_space.weight"):
+            return value.float().numpy()
+    return None
+
+
+def load_eval(eval_dir: Path, experiment: str, test_set: str) -> dict[str, np.ndarray] | None:
+    """``eval/<exp>/<test_set>.npz`` as arrays, or ``None`` if missing."""
+    path = eval_dir / experiment / f"{test_set}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _pick(arrays: dict[str, np.ndarray], *names: str) -> np.ndarray:
+    for name in names:
+        if name in arrays:
+            return arrays[name]
+    raise KeyError(f"none of {names} in the eval file (keys: {sorted(arrays)})")
+
+
+def code_version(root: Path) -> str:
+    """``git describe --always --dirty`` of ``root`` (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def describe_data(config: ProjectConfig) -> list[str]:
+    """One line per dataset: where it came from."""
+    lines = []
+    for name, ds in sorted(config.datasets.items()):
+        if ds.source == "synthetic":
+            s = ds.synthetic
+            lines.append(f"`{name}`: synthetic ({s.num_train_ids} train ids, {s.num_test_ids} test "
+                         f"ids, {s.images_per_id} images/id, {s.num_cameras} cameras, seed {s.seed})")
+        else:
+            digest = f", sha256 {ds.sha256[:12]}…" if ds.sha256 else ""
+            lines.append(f"`{name}`: {ds.source}{digest}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Figures from the outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _specs_by_variant(specs: Sequence[ExperimentSpec], train_set: str) -> dict[str, list[ExperimentSpec]]:
+    out: dict[str, list[ExperimentSpec]] = {}
+    for s in specs:
+        if s.train_set == train_set:
+            out.setdefault(s.variant, []).append(s)
+    return out
+
+
+def curves_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], paths: ReportPaths) -> Any:
+    """Training curves (figure + one CSV per experiment for ``dvc plots``)."""
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    curve_dir = paths.out / "curves"
+    curve_dir.mkdir(parents=True, exist_ok=True)
+    for old in curve_dir.glob("*.csv"):
+        old.unlink()
+    for spec in specs:
+        history = load_history(paths.runs / spec.name)
+        if not history:
+            continue
+        losses = [epoch_loss(e) for e in history]
+        group = f"{spec.group or spec.train_set} (train: {spec.train_set})"
+        label = tables.variant_label(config, spec.variant)
+        curves.setdefault(group, {}).setdefault(label, []).append(losses)
+        keys = sorted({k for e in history for k, v in e.items()
+                       if isinstance(v, (int, float)) and k not in ("epoch", "loss")})
+        with open(curve_dir / f"{spec.name}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "loss", *keys])
+            for i, e in enumerate(history):
+                w.writerow([e.get("epoch", i + 1), f"{losses[i]:.6g}",
+                            *[e.get(k, "") for k in keys]])
+    return figs.training_curves(curves, paths.out / FIGURES["curves"])
+
+
+def codebook_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], paths: ReportPaths) -> Any:
+    """Fig. 3 from the Embedding Space variants without / with the orthogonal loss."""
+    by_index = tables.ablation_variants(config)
+    pairs = [(by_index.get(1), "without orthogonal loss"), (by_index.get(3), "with orthogonal loss")]
+    books: dict[str, list[np.ndarray]] = {}
+    for variant, what in pairs:
+        for spec in _specs_by_variant(specs, TABLE2_DATASET).get(variant or "", []):
+            cb = load_codebook(paths.runs / spec.name)
+            if cb is not None:
+                books.setdefault(f"{what} (`{variant}`)", []).append(cb)
+    return figs.codebook_cosine(books, paths.out / FIGURES["fig3"])
+
+
+def _baseline_and_ddrn(config: ProjectConfig, specs: Sequence[ExperimentSpec],
+                       paths: ReportPaths) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """The Table 2 test set and the eval arrays of the lowest-seed baseline and DDRN models."""
+    by_index = tables.ablation_variants(config)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for index, label in ((0, "baseline"), (4, "DDRN")):
+        cands = sorted(_specs_by_variant(specs, TABLE2_DATASET).get(by_index.get(index, ""), []),
+                       key=lambda s: s.seed)
+        for spec in cands:
+            arrays = load_eval(paths.eval, spec.name, TABLE2_DATASET)
+            if arrays is not None:
+                out[f"{label} (`{spec.variant}`, seed {spec.seed})"] = arrays
+                break
+    return TABLE2_DATASET, out
+
+
+def _split(arrays: dict[str, np.ndarray], which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    feats = _pick(arrays, f"{which}_features", f"{which}_feats", f"{which[0]}_features")
+    pids = _pick(arrays, f"{which}_pids", f"{which[0]}_pids")
+    camids = _pick(arrays, f"{which}_camids", f"{which[0]}_camids")
+    return np.asarray(feats, dtype=np.float32), np.asarray(pids), np.asarray(camids)
+
+
+def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
+                paths: ReportPaths) -> Any:
+    """Fig. 7: the ``report.tsne_ids`` identities with the most test images, both models."""
+    if len(models) < 2:
+        return figs.tsne({}, paths.out / FIGURES["fig7"])
+    panels = {}
+    first = next(iter(models.values()))
+    qf, qp, _ = _split(first, "query")
+    gf, gp, _ = _split(first, "gallery")
+    pids = np.concatenate([qp, gp])
+    ids, counts = np.unique(pids[pids >= 0], return_counts=True)
+    chosen = ids[np.argsort(-counts, kind="stable")[: config.report.tsne_ids]]
+    for label, arrays in models.items():
+        qf, qp, _ = _split(arrays, "query")
+        gf, gp, _ = _split(arrays, "gallery")
+        feats, allp = np.concatenate([qf, gf]), np.concatenate([qp, gp])
+        keep = np.isin(allp, chosen)
+        panels[label] = (feats[keep], allp[keep])
+    return figs.tsne(panels, paths.out / FIGURES["fig7"], seed=config.seed)
+
+
+def ranked_gallery(arrays: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k gallery indices per query (cosine, same id *and* camera excluded, as in the
+    evaluation protocol) and whether each is the query's identity: (Q, k), (Q, k)."""
+    qf, qp, qc = _split(arrays, "query")
+    gf, gp, gc = _split(arrays, "gallery")
+    qf = qf / np.clip(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12, None)
+    gf = gf / np.clip(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12, None)
+    dist = -(qf @ gf.T)  # (Q, G)
+    dist[(qp[:, None] == gp[None, :]) & (qc[:, None] == gc[None, :])] = np.inf
+    top = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return top, gp[top] == qp[:, None]
+
+
+def retrieval_figure(config: ProjectConfig, test_set: str, models: dict[str, dict[str, np.ndarray]],
+                     paths: ReportPaths) -> tuple[Any, str]:
+    """Fig. 1 and its caption (how the queries were chosen)."""
+    if len(models) < 2:
+        return figs.retrievals([], paths.out / FIGURES["fig1"]), ""
+    from ddrn.data import open_packed
+
+    packed = open_packed(paths.packed / test_set)
+    query, gallery = packed.splits["query"], packed.splits["gallery"]
+    k = config.report.topk
+    ranked = {label: ranked_gallery(arrays, k) for label, arrays in models.items()}
+    (base_label, (_, base_ok)), (ddrn_label, (_, ddrn_ok)) = list(ranked.items())[:2]
+    disagree = np.flatnonzero(base_ok[:, 0] != ddrn_ok[:, 0])
+    rest = np.setdiff1d(np.arange(len(base_ok)), disagree)
+    chosen = np.concatenate([disagree, rest])[: config.report.retrieval_queries]
+    rows = []
+    for q in chosen:
+        by_model = {}
+        for label, (top, ok) in ranked.items():
+            by_model[label.split(" (")[0]] = ([np.asarray(gallery.images[i]) for i in top[q]],
+                                               list(ok[q]))
+        rows.append((np.asarray(query.images[q]), by_model))
+    caption = (f"Queries of `{test_set}`: rank-1 correct for {int(base_ok[:, 0].sum())}/"
+               f"{len(base_ok)} with {base_label} and {int(ddrn_ok[:, 0].sum())}/{len(ddrn_ok)} "
+               f"with {ddrn_label}. Shown: the first {len(chosen)} queries (by index) on which the "
+               f"two models' rank-1 results disagree ({len(disagree)} such queries), then others.")
+    return figs.retrievals(rows, paths.out / FIGURES["fig1"]), caption
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, Any]:
+    """Write every report file; returns ``{"markdown": [...paths], "figures": {key: Figure},
+    "docs": metrics documents}``."""
+    t0 = time.perf_counter()
+    specs = config.experiments_list()
+    log.info("report: reading the metrics of %d experiments", len(specs))
+    docs = tables.load_metrics(paths.metrics, [s.name for s in specs])
+    df = tables.results_frame(docs)
+    t1 = tables.table1_measured(config, df)
+    t1_minp = tables.table1_measured(config, df, metrics=("mINP",))
+    t1_pub = tables.table1_published()
+    t2 = tables.table2(config, df, TABLE2_DATASET)
+    gap = tables.occlusion_gap(config, df)
+
+    log.info("report: drawing figures")
+    figures = {"curves": curves_figure(config, specs, paths)}
+    figures["fig3"] = codebook_figure(config, specs, paths)
+    test_set, models = _baseline_and_ddrn(config, specs, paths)
+    figures["fig7"] = tsne_figure(config, models, paths)
+    figures["fig1"], fig1_caption = retrieval_figure(config, test_set, models, paths)
+    gap_labels = [f"{r['variant']}\n{r['Test set']}" for _, r in gap.iterrows()]
+    figures["gap"] = figs.occlusion_gap(gap_labels, list(gap.get("gap_mean", [])),
+                                        list(gap.get("gap_std", [])), paths.out / FIGURES["gap"])
+
+    synthetic = all(ds.source == "synthetic" for ds in config.datasets.values())
+    caveat = ("> **Measured rows come from the synthetic benchmark** this pipeline generates "
+              "(see *data* above), with the profile's small model and short schedule. They are "
+              "not comparable with the paper's published numbers, which are on the real datasets "
+              "with ViT-B/16; compare methods *within* the measured table."
+              if synthetic else
+              "> Measured rows come from this pipeline's runs on the datasets listed above; "
+              "published rows are the paper's.")
+    table1_md = "\n\n".join([
+        "## Table 1: comparison with other methods (R@1 / mAP, %)",
+        "O-REID and P-REID are evaluated with the Market-trained models (the standard protocol). "
+        "Cells are mean ± std over seeds.",
+        "### Measured (this pipeline)", tables.to_markdown(t1),
+        "### Measured mINP (%; the paper does not report mINP)", tables.to_markdown(t1_minp),
+        "### Published (the paper's Table 1, transcribed exactly; not measured here)",
+        tables.to_markdown(t1_pub)])
+    table2_md = "\n\n".join([
+        f"## Table 2: ablation on `{TABLE2_DATASET}` (R@1 / mAP, %)",
+        "Component marks are read from each variant's resolved settings; *paper* columns are the "
+        "published numbers, *measured* columns this pipeline's (mean ± std over seeds).",
+        tables.to_markdown(t2)])
+    gap_md = "\n\n".join([
+        "## Occlusion gap",
+        "R1 with each occluded query replaced by its unoccluded twin, minus R1 with the occluded "
+        "query (same gallery, same model): how much occlusion costs each method.",
+        tables.to_markdown(gap, drop=("variant", "gap_mean", "gap_std"))])
+
+    timings = load_timings(paths.timings)
+    this_run = time.perf_counter() - t0
+    stage_times = {k: float(v["seconds"]) for k, v in timings.items() if k != "report"}
+    stage_times["report"] = this_run
+    total = sum(stage_times.values())
+    per_kind: dict[str, float] = {}
+    for stage, sec in stage_times.items():
+        per_kind[stage.split("@")[0]] = per_kind.get(stage.split("@")[0], 0.0) + sec
+    header = "\n".join([
+        f"# DDRN benchmark report: profile `{config.profile}`",
+        "",
+        "| | |", "|---|---|",
+        f"| profile | `{config.profile}` ({len(specs)} experiments: training set × variant × seed) |",
+        f"| data | {'<br>'.join(describe_data(config))} |",
+        f"| code | `{code_version(root)}` |",
+        f"| generated | {time.strftime('%Y-%m-%d %H:%M:%S')} |",
+        f"| pipeline time | {_duration(total)} (sum of the latest run of every stage: "
+        + ", ".join(f"{k} {_duration(v)}" for k, v in per_kind.items()) + ") |",
+        "", caveat])
+    figure_md = "\n\n".join([
+        "## Figures",
+        "### Fig. 1: retrievals, baseline vs DDRN", fig1_caption,
+        f"![Fig. 1]({FIGURES['fig1']})",
+        "### Fig. 3: cosine distances between Embedding Space vectors (Gaussian KDE)",
+        f"![Fig. 3]({FIGURES['fig3']})",
+        f"### Fig. 7: t-SNE of `{test_set}` test features, {config.report.tsne_ids} identities",
+        f"![Fig. 7]({FIGURES['fig7']})",
+        "### Training curves (mean over seeds; band: min–max)",
+        f"![training curves]({FIGURES['curves']})",
+        "### Occlusion gap per method", f"![occlusion gap]({FIGURES['gap']})"])
+
+    paths.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("results.md", "\n\n".join([header, table1_md, table2_md, gap_md, figure_md])),
+                       ("table1.md", f"{header}\n\n{table1_md}"),
+                       ("table2.md", f"{header}\n\n{table2_md}")):
+        (paths.out / name).write_text(text.rstrip() + "\n")
+        written.append(paths.out / name)
+    log.info("report: wrote %s", ", ".join(str(p) for p in written))
+    return {"markdown": written, "figures": figures, "docs": docs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    args: argparse.Namespace = parser.parse_args(argv)
+    config = load_params(args)
+    root = Path.cwd()
+    paths = ReportPaths(out=args.out)
+    result = build(config, paths, root)
+
+    from pipeline.tracking import log_evaluation, stage_run
+
+    with stage_run(config.tracking, root, "report", config.profile) as run:
+        if run is not None:
+            linked = sum(log_evaluation(config.tracking, root, doc) is not None
+                         for doc in result["docs"])
+            log.info("report: final metrics linked to %d/%d training runs in MLflow", linked,
+                     len(result["docs"]))
+            for path in result["markdown"]:
+                run.log_artifact(path, "reports")
+            for rel in FIGURES.values():
+                run.log_artifact(paths.out / rel, "reports/figures")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(main))

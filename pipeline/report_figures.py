@@ -1,0 +1,196 @@
+"""The report's figures, drawn with matplotlib from plain arrays (no file reading here).
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``), so nothing
+touches matplotlib's global state or needs a display. Each function saves a PNG and returns the
+figure (the report also logs it to MLflow). When the profile has no data for a figure, a figure
+saying so is written instead, so the stage's outputs always exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> Figure:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return fig
+
+
+def placeholder(path: Path, title: str, reason: str) -> Figure:
+    """A figure that says why the real one could not be drawn."""
+    fig = Figure(figsize=(6, 2))
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
+    return _save(fig, path)
+
+
+def training_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+                    path: Path) -> Figure:
+    """Training loss per epoch: one panel per experiment group, one line per variant.
+
+    Args:
+        curves: ``{group: {variant label: [loss per epoch, one list per seed]}}``; the line is the
+            mean over seeds, the band its min..max.
+    """
+    if not curves:
+        return placeholder(path, "Training curves", "no training history found")
+    fig = Figure(figsize=(5 * len(curves), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(curves)))
+    for ax, (group, by_variant) in zip(axes, curves.items(), strict=True):
+        for label, seeds in by_variant.items():
+            n = min(len(s) for s in seeds)
+            arr = np.array([s[:n] for s in seeds], dtype=float)  # (seeds, epochs)
+            epochs = np.arange(1, n + 1)
+            ax.plot(epochs, arr.mean(0), label=label)
+            if len(arr) > 1:
+                ax.fill_between(epochs, arr.min(0), arr.max(0), alpha=0.2)
+        ax.set_title(group)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("total loss")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def occlusion_gap(labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
+                  path: Path) -> Figure:
+    """Bar chart of R1(unoccluded twin query) - R1(occluded query) per method and test set."""
+    if not labels:
+        return placeholder(path, "Occlusion gap", "no test set with unoccluded twin queries")
+    fig = Figure(figsize=(max(5, 0.9 * len(labels) + 2), 3.8))
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    ax.bar(x, means, yerr=stds, capsize=3, color="tab:orange")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("R1 twin − R1 occluded (points)")
+    ax.set_title("Occlusion gap (smaller is more robust to occlusion)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pairwise_cosine_distance(codebook: np.ndarray) -> np.ndarray:
+    """1 - cos between every pair of distinct code vectors: (x, D) -> (x (x - 1) / 2,)."""
+    unit = codebook / np.clip(np.linalg.norm(codebook, axis=1, keepdims=True), 1e-12, None)
+    cos = unit @ unit.T  # (x, x)
+    upper = np.triu_indices(len(codebook), k=1)
+    return 1.0 - cos[upper]
+
+
+def codebook_cosine(codebooks: Mapping[str, Sequence[np.ndarray]], path: Path) -> Figure:
+    """Fig. 3: the distribution of cosine distances between code vectors (Gaussian KDE).
+
+    Args:
+        codebooks: ``{label: [codebook (x, D) per seed]}``; the distances of all seeds are pooled.
+    """
+    from scipy.stats import gaussian_kde
+
+    if not codebooks:
+        return placeholder(path, "Fig. 3: codebook cosine distances",
+                           "no trained model with an Embedding Space in this profile")
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    dists = {label: np.concatenate([pairwise_cosine_distance(np.asarray(b, dtype=np.float64))
+                                    for b in books]) for label, books in codebooks.items()}
+    lo = min(float(d.min()) for d in dists.values())
+    hi = max(float(d.max()) for d in dists.values())
+    pad = max(0.05, 0.15 * (hi - lo))
+    grid = np.linspace(max(0.0, lo - pad), min(2.0, hi + pad), 600)
+    for label, dist in dists.items():
+        if dist.std() < 1e-4:  # (near-)constant, e.g. untrained orthonormal codes: no density
+            ax.axvline(float(dist.mean()), label=f"{label} (all ≈ {dist.mean():.3f})")
+            continue
+        ax.plot(grid, gaussian_kde(dist)(grid), label=f"{label} (mean {dist.mean():.3f})")
+    ax.set_xlabel("cosine distance between code vectors (1 − cos)")
+    ax.set_ylabel("density")
+    ax.set_title("Fig. 3: Embedding Space code vectors, with vs without the orthogonal loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tsne(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, seed: int = 0) -> Figure:
+    """Fig. 7: t-SNE of features, one panel per model, coloured by identity.
+
+    Args:
+        panels: ``{label: (features (N, D), pids (N,))}``.
+    """
+    from sklearn.manifold import TSNE
+
+    if not panels:
+        return placeholder(path, "Fig. 7: t-SNE", "no evaluated baseline / DDRN pair")
+    fig = Figure(figsize=(5 * len(panels), 4.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (label, (feats, pids)) in zip(axes, panels.items(), strict=True):
+        perplexity = float(max(2.0, min(30.0, (len(feats) - 1) / 3)))
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+            np.asarray(feats, dtype=np.float32))
+        ids = sorted(set(pids.tolist()))
+        colours = [_colour(i, len(ids)) for i in range(len(ids))]
+        for colour, pid in zip(colours, ids, strict=True):
+            sel = pids == pid
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=14, color=colour, label=str(pid))
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Fig. 7: t-SNE of test features, {len(ids)} identities (colour = identity)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _colour(i: int, n: int) -> tuple[float, float, float, float]:
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](i % 20) if n <= 20 else colormaps["hsv"](i / n)
+
+
+def retrievals(rows: Sequence[tuple[np.ndarray, Mapping[str, tuple[Sequence[np.ndarray],
+                                                                  Sequence[bool]]]]],
+               path: Path) -> Figure:
+    """Fig. 1: each query with the top-k gallery images of every model, green = correct id.
+
+    Args:
+        rows: one per query: ``(query image (H, W, 3) uint8, {model label: (top-k images,
+            top-k correct flags)})``.
+    """
+    if not rows:
+        return placeholder(path, "Fig. 1: retrievals", "no evaluated baseline / DDRN pair")
+    models = list(rows[0][1])
+    k = max(len(rows[0][1][m][0]) for m in models)
+    ncols = 1 + len(models) * k
+    fig = Figure(figsize=(0.9 * ncols + 0.4, 1.9 * len(rows)))
+    axes = np.atleast_2d(fig.subplots(len(rows), ncols)).reshape(len(rows), ncols)
+    for r, (query, by_model) in enumerate(rows):
+        _show(axes[r, 0], query, "black", "query" if r == 0 else None)
+        for m, model in enumerate(models):
+            images, correct = by_model[model]
+            for j in range(k):
+                ax = axes[r, 1 + m * k + j]
+                if j < len(images):
+                    title = f"{model}\nrank {j + 1}" if (r == 0 and j == 0) else None
+                    _show(ax, images[j], "tab:green" if correct[j] else "tab:red", title)
+                else:
+                    ax.axis("off")
+    fig.suptitle("Fig. 1: query (left) and top-k retrievals; green = same identity, red = wrong")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _show(ax: object, image: np.ndarray, colour: str, title: str | None) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(4)
+    if title:
+        ax.set_title(title, fontsize=7)

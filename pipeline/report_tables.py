@@ -1,0 +1,192 @@
+"""The report's tables: measured results (``metrics/*.json``) in the paper's layouts, as pandas.
+
+Measured cells are ``mean ± std`` over seeds (sample std; a single seed shows the value alone).
+Published numbers come from :mod:`pipeline.published` and are rendered in their own tables, so
+measured and published rows are never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ddrn.config import ProjectConfig
+from ddrn.errors import DataError
+from pipeline.published import TABLE1, TABLE1_COLUMNS, TABLE1_DATASETS, TABLE2
+
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
+TRANSFER_TRAIN_SET = "market1501"
+"""Occluded-REID / Partial-REID are test-only: the standard protocol trains on Market-1501."""
+
+
+def load_metrics(metrics_dir: Path, experiments: Iterable[str]) -> list[dict[str, Any]]:
+    """The ``metrics/<exp>.json`` documents of ``experiments`` (missing ones are an error)."""
+    docs = []
+    for name in experiments:
+        path = metrics_dir / f"{name}.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: metrics file not found; expected the output of the "
+                            "evaluate stage (`dvc repro evaluate`)") from None
+        except ValueError:
+            raise DataError(f"{path}: not valid JSON; expected the evaluate stage's metrics") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
+            raise DataError(f"{path}: no 'results' mapping; expected the evaluate stage's schema")
+        docs.append(doc)
+    return docs
+
+
+def results_frame(docs: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (experiment, test set): variant, seed, train_set, test_set, twin, R1..mINP."""
+    rows = []
+    for doc in docs:
+        for key, res in doc["results"].items():
+            test_set, _, suffix = key.partition("/")
+            rows.append({"experiment": doc["experiment"], "variant": doc["variant"],
+                         "seed": doc["seed"], "train_set": doc["train_set"], "test_set": test_set,
+                         "twin": suffix == "twin",
+                         **{k: float(res[k]) for k in METRIC_KEYS if k in res}})
+    columns = ["experiment", "variant", "seed", "train_set", "test_set", "twin", *METRIC_KEYS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one value) and count of the finite ``values``."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, std, len(vals)
+
+
+def fmt(values: Sequence[float]) -> str:
+    """``"71.3 ± 0.4"`` (``"71.3"`` for one seed, ``"-"`` for none)."""
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f}"
+
+
+def variant_label(config: ProjectConfig, variant: str) -> str:
+    """A short display name: the variant's description up to ':' / '(' (else its key)."""
+    desc = config.variants[variant].description if variant in config.variants else ""
+    label = desc.split(":")[0].split(" (")[0].strip()
+    return f"{label} (`{variant}`)" if label else f"`{variant}`"
+
+
+def _cell_rows(df: pd.DataFrame, variant: str, test_set: str, twin: bool = False) -> pd.DataFrame:
+    rows = df[(df.variant == variant) & (df.test_set == test_set) & (df.twin == twin)]
+    if rows.empty:
+        return rows
+    same = rows[rows.train_set == test_set]  # trained and tested on the same set
+    if not same.empty:
+        return same
+    transfer = rows[rows.train_set == TRANSFER_TRAIN_SET]
+    return transfer if not transfer.empty else rows[rows.train_set == sorted(rows.train_set)[0]]
+
+
+def table1_variants(config: ProjectConfig, df: pd.DataFrame) -> list[str]:
+    """Variants shown in Table 1: all measured ones except Table 2's intermediate rows (1-3)."""
+    intermediate = {v for v, c in config.variants.items() if c.table2_index in (1, 2, 3)}
+    order = list(dict.fromkeys(v for g in config.experiments.values() for v in g.variants))
+    measured = set(df.variant)
+    return [v for v in order if v in measured and v not in intermediate]
+
+
+def table1_measured(config: ProjectConfig, df: pd.DataFrame,
+                    metrics: tuple[str, ...] = ("R1", "mAP")) -> pd.DataFrame:
+    """Table 1's layout with measured cells: one row per variant, ``<column> <metric>`` columns."""
+    rows = []
+    for variant in table1_variants(config, df):
+        row: dict[str, Any] = {"Method": variant_label(config, variant)}
+        seeds = set()
+        for column in TABLE1_COLUMNS:
+            cell = _cell_rows(df, variant, TABLE1_DATASETS[column])
+            seeds |= set(cell.seed)
+            for m in metrics:
+                row[f"{column} {'R@1' if m == 'R1' else m}"] = fmt(list(cell[m])) if len(cell) else "-"
+        row["seeds"] = len(seeds)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table1_published() -> pd.DataFrame:
+    """The paper's Table 1, every row, exactly as printed (with its CNN / transformer section)."""
+    rows = []
+    for r in TABLE1:
+        row: dict[str, Any] = {"Method": r.method, "Section": r.section}
+        for column in TABLE1_COLUMNS:
+            r1, mAP = r.cell(column)
+            row[f"{column} R@1"] = r1 or "-"
+            row[f"{column} mAP"] = mAP or "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_variants(config: ProjectConfig) -> dict[int, str]:
+    """Table 2 index -> the variant that reproduces that row (``variants.<v>.table2_index``)."""
+    return {c.table2_index: v for v, c in sorted(config.variants.items())
+            if c.table2_index is not None}
+
+
+def table2(config: ProjectConfig, df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Table 2's columns; the component marks come from each variant's resolved settings."""
+    by_index = ablation_variants(config)
+    published = {r.index: r for r in TABLE2}
+    rows = []
+    for index in sorted(set(by_index) | set(published)):
+        variant = by_index.get(index)
+        row: dict[str, Any] = {"Index": index, "Variant": f"`{variant}`" if variant else "-"}
+        if variant is not None:
+            spec = config.resolve(dataset, variant, 0)
+            marks = (spec.model.embedding_space, spec.loss.orthogonal_weight > 0,
+                     spec.loss.margin_head == "hs_arcface")
+        else:
+            p = published[index]
+            marks = (p.embedding_space, p.orthogonal_loss, p.hs_arcface)
+        for name, on in zip(("Embedding Space", "Orthogonal Loss", "HS-ArcFace"), marks, strict=True):
+            row[name] = "✓" if on else "×"
+        cell = _cell_rows(df, variant, dataset) if variant else df.iloc[0:0]
+        row["R@1 (measured)"] = fmt(list(cell.R1)) if len(cell) else "-"
+        row["mAP (measured)"] = fmt(list(cell.mAP)) if len(cell) else "-"
+        row["seeds"] = len(set(cell.seed))
+        row["R@1 (paper)"] = published[index].r1 if index in published else "-"
+        row["mAP (paper)"] = published[index].mAP if index in published else "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def occlusion_gap(config: ProjectConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and occluded test set: R1 with the unoccluded twin queries minus R1 with the
+    occluded ones (paired by experiment), mean ± std over seeds; and the same for mAP."""
+    rows = []
+    twins = df[df.twin]
+    for (variant, test_set), tw in twins.groupby(["variant", "test_set"], sort=False):
+        occ = df[(~df.twin) & (df.variant == variant) & (df.test_set == test_set)]
+        paired = tw.merge(occ, on="experiment", suffixes=("_twin", "_occ"))
+        if paired.empty:
+            continue
+        gap_r1 = list(paired.R1_twin - paired.R1_occ)
+        gap_map = list(paired.mAP_twin - paired.mAP_occ)
+        rows.append({"Method": variant_label(config, variant), "variant": variant,
+                     "Test set": test_set, "R1 occluded": fmt(list(paired.R1_occ)),
+                     "R1 twin": fmt(list(paired.R1_twin)), "R1 gap": fmt(gap_r1),
+                     "mAP gap": fmt(gap_map), "gap_mean": mean_std(gap_r1)[0],
+                     "gap_std": mean_std(gap_r1)[1], "seeds": len(paired)})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame, drop: Sequence[str] = ()) -> str:
+    """A GitHub markdown table (pandas + tabulate); ``drop`` removes helper columns."""
+    if df.empty:
+        return "_(no measured results)_"
+    # disable_numparse: keep "50.0" as printed (tabulate would reformat it to "50")
+    return df.drop(columns=[c for c in drop if c in df.columns]).to_markdown(
+        index=False, disable_numparse=True)

@@ -1,0 +1,287 @@
+"""``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA over the knobs of the paper's Fig. 6.
+
+Each trial trains ``sweep.base_variant`` on ``sweep.train_set`` with a sampled codebook size x, Gumbel
+temperature tau, sub-centre count k, margin and scale, loss family (ArcFace / Sub-center ArcFace /
+HS-ArcFace) and sampling (default / Gumbel), and reports mAP on that set's query/gallery after every
+``sweep.eval_every`` epochs. Optuna's TPE sampler proposes configurations from a define-by-run space
+(k only exists for the sub-centre heads, tau only for Gumbel sampling); ASHA stops the weak trials
+early. Trials checkpoint every epoch, so a trial whose worker dies resumes on another worker, and
+``--resume`` continues an interrupted sweep (``Tuner.restore``) instead of starting over.
+
+Outputs: ``reports/sweep_trials.json`` (every trial), ``reports/sweep_best_params.yaml`` (the best
+configuration as a ``params.yaml`` variant plus the ``dvc exp run -S`` command), and
+``reports/sweep.md`` with its figures (:mod:`pipeline.sweep_report`). Ray plumbing (``ray.init``
+honouring ``RAY_ADDRESS``, per-trial resources) comes from :mod:`pipeline.tune`, MLflow from
+:mod:`pipeline.tracking`: every trial is an MLflow run nested under the sweep's run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddrn.config import ProjectConfig
+from ddrn.errors import ConfigError, DataError
+from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.sweep_space import (
+    METRIC,
+    apply_knobs,
+    base_knobs,
+    best_params_document,
+    define_space,
+    dvc_exp_command,
+    plain,
+    sweep_fingerprint,
+)
+from pipeline.sweep_trial import TrialContext, sweep_trial
+from pipeline.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOutcome:
+    """What one sweep wrote, and its best trial."""
+
+    trials_path: Path
+    best_params_path: Path
+    report_path: Path
+    best: dict[str, Any]
+    dvc_command: str
+
+
+def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Path,
+              resume: bool = False, storage_path: str | None = None,
+              points_to_evaluate: Sequence[dict[str, Any]] | None = None) -> SweepOutcome:
+    """Run (or with ``resume`` continue) the sweep of ``config.sweep`` and write its reports.
+
+    Args:
+        config: the validated project config (its ``sweep``, ``ray`` and ``tracking`` sections).
+        root: repository root; relative paths (Ray storage, SQLite tracking URI) start there.
+        data_root: folder holding ``<train_set>/``, the packed dataset of the preprocess stage.
+        out_dir: where ``sweep_trials.json``, ``sweep_best_params.yaml``, ``sweep.md`` and
+            ``figures/`` go (``reports/``).
+        resume: continue the interrupted sweep with the same settings (``Tuner.restore``) rather
+            than start over; without an earlier sweep it starts one.
+        storage_path: overrides ``ray.storage_path`` (a shared folder or ``s3://`` on a cluster).
+        points_to_evaluate: configurations Optuna tries first (e.g. to rerun another sweep's
+            trials without early stopping, as ``benchmarks/bench_sweep.py`` does).
+    """
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from pipeline.tune import ray_session, trial_resources
+
+    sweep = config.sweep
+    if not sweep.space:
+        raise ConfigError(f"{config.source}: profiles.{config.profile}.sweep.space is empty; "
+                          "expected at least one knob to search")
+    apply_knobs(config, {}, "probe")  # reject an impossible base before starting Ray
+    packed_dir = data_root / sweep.train_set
+    if not packed_dir.is_dir():
+        raise DataError(f"{packed_dir}: packed dataset not found; expected the preprocess stage's "
+                        f"output (dvc repro preprocess@{sweep.train_set})")
+    storage = storage_path or config.ray.storage_path
+    shared_fs = "://" not in storage
+    if shared_fs:
+        storage = str((root / storage).resolve())
+    exp_name = f"sweep-{sweep.name}-{sweep_fingerprint(config)}"
+    exp_path = f"{storage.rstrip('/')}/{exp_name}"
+    max_epochs = sweep.max_epochs or config.train.epochs
+
+    t0 = time.perf_counter()
+    with ray_session(config.ray) as cluster:
+        resources = trial_resources(config.ray, cluster)
+        restoring = resume and tune.Tuner.can_restore(exp_path)
+        if not restoring and shared_fs and Path(exp_path).exists():
+            log.info("starting the sweep over: removing %s (pass --resume to continue it)",
+                     exp_path)
+            shutil.rmtree(exp_path)
+        parent_file = Path(exp_path) / "mlflow_parent_run.txt" if shared_fs else None
+        old_parent = (parent_file.read_text().strip() if restoring and parent_file
+                      and parent_file.is_file() else None)
+        with stage_run(config.tracking, root, "sweep", config.profile,
+                       tags={"sweep": exp_name}, reopen_run_id=old_parent) as parent:
+            if parent is not None:
+                parent.log_params({"sweep." + k: v for k, v in plain(
+                    dataclasses.asdict(sweep)).items() if k != "space"})
+                if parent_file is not None:
+                    parent_file.parent.mkdir(parents=True, exist_ok=True)
+                    parent_file.write_text(parent.run_id)
+            ctx = TrialContext(config, str(data_root.resolve()),
+                               f"{exp_path}/trial_runs" if shared_fs else None,
+                               parent.target(log_checkpoints=False) if parent else None)
+            trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), resources)
+            log.info("sweep %s: %d trials of <= %d epochs, %s each, <= %d at once, storage %s",
+                     exp_name, sweep.num_samples, max_epochs, resources,
+                     sweep.max_concurrent_trials, exp_path)
+            if restoring:
+                log.info("resuming sweep %s from %s", exp_name, exp_path)
+                tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
+                                           resume_errored=True)
+            else:
+                searcher = OptunaSearch(
+                    define_space(sweep.space, base_knobs(config)), metric=METRIC, mode="max",
+                    sampler=optuna.samplers.TPESampler(seed=sweep.seed),
+                    points_to_evaluate=[dict(p) for p in points_to_evaluate or []] or None)
+                scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max",
+                                          max_t=max_epochs, grace_period=sweep.grace_period,
+                                          reduction_factor=sweep.reduction_factor)
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(
+                        search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
+                        max_concurrent_trials=sweep.max_concurrent_trials,
+                        time_budget_s=sweep.time_budget_s),
+                    run_config=tune.RunConfig(
+                        name=exp_name, storage_path=storage, verbose=0,
+                        failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+            grid = tuner.fit()
+            trials = collect_trials(grid, max_epochs)
+            num_nodes = len({n for t in trials for n in t["nodes"]})
+            summary = _summary(config, exp_name, exp_path, trials, max_epochs,
+                               time.perf_counter() - t0, num_nodes)
+            outcome = write_outputs(config, summary, out_dir)
+            if parent is not None:
+                best = outcome.best
+                parent.log_metrics({"best_mAP": best.get("mAP") or float("nan"),
+                                    "trial_epochs": sum(t["epochs"] for t in trials),
+                                    "trials": len(trials), "num_nodes": num_nodes})
+                for path in (outcome.trials_path, outcome.best_params_path, outcome.report_path,
+                             *sorted((out_dir / "figures").glob("sweep_*.png"))):
+                    parent.log_artifact(path, "sweep")
+    return outcome
+
+
+def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
+    """One JSON-friendly record per trial of a Tune ``ResultGrid``, sorted by trial id."""
+    trials = []
+    for result in grid:
+        metrics = result.metrics or {}
+        hist = result.metrics_dataframe
+        curve: dict[int, float] = {}
+        nodes: list[str] = []
+        resumed = 0
+        if hist is not None and METRIC in hist and "epoch" in hist:
+            for epoch, value in zip(hist["epoch"], hist[METRIC], strict=True):
+                if value == value:  # a retried trial repeats epochs after its checkpoint: keep last
+                    curve[int(epoch)] = float(value)
+            if "node_id" in hist:
+                nodes = sorted({str(n) for n in hist["node_id"].dropna()})
+            if "resumed_from_epoch" in hist:
+                resumed = int(hist["resumed_from_epoch"].fillna(0).max())
+        epochs = int(metrics.get("epoch", max(curve, default=0)))
+        error = result.error is not None
+        trials.append({
+            "trial_id": str(metrics.get("trial_id") or Path(result.path).name),
+            "status": "ERROR" if error else "TERMINATED",
+            "error": str(result.error).strip().splitlines()[-1] if error else None,
+            "knobs": plain(dict(result.config or {})),
+            "epochs": epochs,
+            "stopped_early": (not error) and epochs < max_epochs,
+            METRIC: plain(metrics.get(METRIC)),
+            "R1": plain(metrics.get("R1")),
+            "best_mAP": max(curve.values()) if curve else None,
+            "curve": [[e, round(v, 4)] for e, v in sorted(curve.items())],
+            "nodes": nodes,
+            "hostname": metrics.get("hostname"),
+            "pid": metrics.get("pid"),
+            "resumed_from_epoch": resumed,
+        })
+    return sorted(trials, key=lambda t: t["trial_id"])
+
+
+def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[dict[str, Any]],
+             max_epochs: int, seconds: float, num_nodes: int) -> dict[str, Any]:
+    sweep = config.sweep
+    scored = [t for t in trials if t.get(METRIC) is not None]
+    best = max(scored, key=lambda t: t[METRIC]) if scored else {}
+    base = base_knobs(config)
+    return {
+        "name": exp_name, "experiment_path": exp_path, "profile": config.profile,
+        "train_set": sweep.train_set, "base_variant": sweep.base_variant, "metric": METRIC,
+        "num_samples": sweep.num_samples, "max_epochs": max_epochs,
+        "grace_period": sweep.grace_period, "reduction_factor": sweep.reduction_factor,
+        "space": {k: plain(dataclasses.asdict(v)) for k, v in sweep.space.items()},
+        "base": plain({k: base[k] for k in (*sweep.space, "margin_head", "sampling")}),
+        "duration_s": round(seconds, 1), "num_nodes": num_nodes,
+        "best": best, "trials": trials,
+    }
+
+
+def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path) -> SweepOutcome:
+    """Write the best configuration, the trial records and the report; return what was written."""
+    from pipeline.sweep_report import write_report
+
+    best = summary["best"]
+    knobs = best.get("knobs", {})
+    command = dvc_exp_command(config, knobs) if knobs else "(no trial was scored)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_path = out_dir / "sweep_best_params.yaml"
+    header = (f"# Best configuration of sweep {summary['name']}: trial {best.get('trial_id')}, "
+              f"mAP {best.get(METRIC)} % on {summary['train_set']} after {best.get('epochs')} "
+              f"epochs.\n# Paste the variant into params.yaml, or run it as a DVC experiment:\n"
+              f"#   {command}\n")
+    _atomic_write(best_path, header + yaml.safe_dump(
+        best_params_document(config, knobs), sort_keys=False) if knobs else header)
+    summary = {**summary, "best_params_file": best_path.as_posix(), "dvc_command": command}
+    trials_path = out_dir / "sweep_trials.json"
+    _atomic_write(trials_path, json.dumps(summary, indent=2) + "\n")
+    report = write_report(trials_path, out_dir)
+    return SweepOutcome(trials_path, best_path, report, best, command)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m pipeline.sweep [--resume] [--num-samples N]``."""
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted sweep with the same settings instead of "
+                             "starting over (starts one if there is none)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="trial budget (default: sweep.num_samples of the profile)")
+    parser.add_argument("--data", type=Path, default=Path("data/packed"),
+                        help="folder of packed datasets (default: data/packed)")
+    parser.add_argument("--out", type=Path, default=Path("reports"),
+                        help="report folder (default: reports)")
+    parser.add_argument("--storage-path", default=None,
+                        help="Tune storage (default: ray.storage_path); shared on a cluster")
+    args = parser.parse_args(argv)
+    # Snapshot Tune's experiment state often, so --resume after a kill restarts trials from their
+    # latest checkpoints rather than from scratch (Ray's default period is ~10 s or more).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    config = load_params(args)
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise ConfigError(f"--num-samples: expected an integer >= 1, got {args.num_samples}")
+        config = dataclasses.replace(config, cfg=dataclasses.replace(
+            config.cfg, sweep=dataclasses.replace(config.sweep, num_samples=args.num_samples)))
+    root = Path.cwd().resolve()
+    outcome = run_sweep(config, root, data_root=(root / args.data), out_dir=(root / args.out),
+                        resume=args.resume, storage_path=args.storage_path)
+    best = outcome.best
+    print(f"best trial {best.get('trial_id')}: mAP {best.get(METRIC)} % with {best.get('knobs')}")
+    print(f"wrote {outcome.report_path}, {outcome.best_params_path}")
+    print(f"train it as a DVC experiment:\n  {outcome.dvc_command}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(main))

@@ -1,0 +1,404 @@
+"""MLflow tracking: every MLflow call of the project lives in this module.
+
+Layout of what is recorded (one MLflow experiment per profile, ``tracking.experiment_name``)::
+
+    train  <time>                 parent run, one per stage invocation (tags: stage, profile)
+      └── <experiment name>       nested run per trial (tag mlflow.parentRunId): params = the
+                                  flattened spec, per-epoch curves (step = epoch), final
+                                  evaluation metrics, artifacts history.json/spec.json/model.pt
+    report <time>                 parent run of the report stage: the markdown and figures
+
+Why the trial logs for itself (the ``setup_mlflow`` way) rather than Ray's driver-side
+``MLflowLoggerCallback``: on a cluster the checkpoint exists only on the worker that trained it, so
+only the trial can upload it (through the tracking server's artifact proxy, no shared filesystem);
+the callback would also log every Tune bookkeeping key (``config/*``, ``time_*``, ``pid``) as a
+metric, and keeps the trial-to-run map in driver memory. It is implemented as an engine callback
+(:class:`TrialTracker`) instead of Ray's ``setup_mlflow`` so this module needs no Ray and the same
+callback works around ``fit()`` under pytest. Only one of the two mechanisms is used, so a trial
+never gets two runs.
+
+Runs are written with :class:`mlflow.MlflowClient` and explicit run ids — never the fluent
+``mlflow.start_run`` stack, which is process-global state.
+
+A relative ``sqlite:///mlflow.db`` is made absolute against the repository root before it is
+handed to trials (Ray may run them in another working directory). ``MLFLOW_TRACKING_URI`` wins
+over ``params.yaml``; on a cluster it must be an ``http://`` tracking server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ddrn.config import ExperimentSpec, InputConfig, TrackingConfig
+from ddrn.errors import DDRNError
+
+log = logging.getLogger(__name__)
+
+TAG_PARENT = "mlflow.parentRunId"
+TAG_STAGE = "stage"
+TAG_EXPERIMENT = "experiment"
+TAG_FINGERPRINT = "fingerprint"
+
+
+def resolve_tracking_uri(cfg: TrackingConfig, root: str | Path) -> str:
+    """The tracking URI to use: ``MLFLOW_TRACKING_URI`` if set, else ``cfg.tracking_uri``.
+
+    A relative SQLite path (``sqlite:///mlflow.db``) is resolved against ``root``.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((Path(root) / uri[len(prefix):]).resolve())
+    return uri
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingTarget:
+    """Where a trial logs: picklable, so it can be handed to a Ray trial."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str | None = None
+    log_checkpoints: bool = True
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient  # imported lazily: 1.4 s, and not needed when tracking is off
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of MLflow experiment ``name``, created if missing (once, in the driver: creating it
+    from several processes at once races on SQLite)."""
+    client = _client(uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        return client.create_experiment(name)
+    except Exception as exc:  # any backend failure is a configuration problem the user can fix
+        if isinstance(exc, DDRNError):
+            raise
+        raise DDRNError(f"MLflow tracking URI {uri}: cannot open experiment {name!r} "
+                        f"({type(exc).__name__}); expected a reachable tracking server or a "
+                        "writable sqlite:/// path") from exc
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """A nested mapping/dataclass as ``{"a.b.c": "value"}`` strings, the shape MLflow params take."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    if isinstance(value, (list, tuple)):
+        return {prefix: json.dumps(list(value), default=str)}
+    return {prefix: str(value)}
+
+
+def spec_params(spec: ExperimentSpec, input_cfg: InputConfig) -> dict[str, str]:
+    """Params of one trial run: the flattened spec (model, loss, train) and input sections."""
+    params = {
+        "experiment": spec.name, "group": spec.group, "train_set": spec.train_set,
+        "test_sets": ",".join(spec.test_sets), "variant": spec.variant, "seed": str(spec.seed),
+        "fingerprint": spec.fingerprint(input_cfg),
+    }
+    params.update(flatten("model", spec.model))
+    params.update(flatten("loss", spec.loss))
+    params.update(flatten("train", spec.train))
+    params.update(flatten("input", input_cfg))
+    return params
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log finite numeric ``metrics`` at ``step`` into run ``run_id``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")]
+    client = _client(uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i:i + 1000])
+
+
+def _metric_key(key: str) -> str:
+    # MLflow keys allow [A-Za-z0-9_-. /]; anything else (e.g. '@') becomes '_'.
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in key)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage (parent) runs
+# --------------------------------------------------------------------------------------------
+
+
+class StageRun:
+    """An open parent run of one stage invocation (see :func:`stage_run`)."""
+
+    def __init__(self, uri: str, experiment_id: str, run_id: str) -> None:
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.run_id = run_id
+
+    def target(self, log_checkpoints: bool = True) -> TrackingTarget:
+        """Where this stage's trials log, nested under this run."""
+        return TrackingTarget(self.uri, self.experiment_id, self.run_id, log_checkpoints)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        _log_params(_client(self.uri), self.run_id, {k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        log_metrics(self.uri, self.run_id, metrics, step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a whole directory."""
+        client = _client(self.uri)
+        path = Path(path)
+        if path.is_dir():
+            client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+@contextmanager
+def stage_run(cfg: TrackingConfig, root: str | Path, stage: str, profile: str,
+              tags: Mapping[str, str] | None = None,
+              reopen_run_id: str | None = None) -> Iterator[StageRun | None]:
+    """Open the parent run of one stage invocation; yields ``None`` when tracking is disabled.
+
+    ``reopen_run_id`` continues an earlier parent run (a resumed sweep keeps its trials under one
+    parent) when it still exists in the experiment. The run ends FINISHED, or FAILED when the body
+    raises (the exception propagates).
+    """
+    if not cfg.enabled:
+        yield None
+        return
+    uri = resolve_tracking_uri(cfg, root)
+    exp_id = ensure_experiment(uri, cfg.experiment_name)
+    client = _client(uri)
+    run_tags = {TAG_STAGE: stage, "profile": profile, **(tags or {})}
+    run = _reopen(client, exp_id, reopen_run_id) if reopen_run_id else None
+    if run is None:
+        run = client.create_run(exp_id, tags=run_tags,
+                                run_name=f"{stage} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    log.info("MLflow: %s run %s in experiment %r at %s", stage, run.info.run_id,
+             cfg.experiment_name, uri)
+    status = "FAILED"
+    try:
+        yield StageRun(uri, exp_id, run.info.run_id)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status)
+
+
+def _reopen(client: Any, experiment_id: str, run_id: str) -> Any | None:
+    """Run ``run_id`` set back to RUNNING, or ``None`` if it is gone or in another experiment."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # MlflowException when the id is unknown to this store
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage == "deleted":
+        return None
+    client.update_run(run_id, status="RUNNING")
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Trial (nested) runs
+# --------------------------------------------------------------------------------------------
+
+
+class TrialTracker:
+    """Engine callback logging one trial into its own MLflow run nested under the stage run.
+
+    A retried trial (same parent run, same experiment) reopens its run, so the curves continue.
+    """
+
+    def __init__(self, target: TrackingTarget, spec: ExperimentSpec, input_cfg: InputConfig) -> None:
+        self.target = target
+        self.spec = spec
+        self.fingerprint = spec.fingerprint(input_cfg)
+        self._params = spec_params(spec, input_cfg)
+        self.run_id: str | None = None
+
+    def start(self) -> str:
+        """Create (or reopen, on a retry) this trial's run; returns its id."""
+        client = _client(self.target.uri)
+        found = _find_runs(client, self.target.experiment_id, {
+            TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint,
+            TAG_PARENT: self.target.parent_run_id})
+        if found and self.target.parent_run_id:
+            self.run_id = found[0].info.run_id
+            client.update_run(self.run_id, status="RUNNING")
+            return self.run_id
+        tags = {TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint,
+                TAG_STAGE: "train", "variant": self.spec.variant, "train_set": self.spec.train_set,
+                "seed": str(self.spec.seed)}
+        if self.target.parent_run_id:
+            tags[TAG_PARENT] = self.target.parent_run_id
+        run = client.create_run(self.target.experiment_id, tags=tags, run_name=self.spec.name)
+        self.run_id = run.info.run_id
+        _log_params(client, self.run_id, self._params)
+        return self.run_id
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        """Log the epoch's metrics with ``step = epoch`` (the engine callback protocol)."""
+        if self.run_id is None:
+            self.start()
+        log_metrics(self.target.uri, self.run_id, metrics, step=epoch)
+
+    def finish(self, run_dir: Path, ok: bool = True) -> None:
+        """Upload the run's small files (and ``model.pt`` if asked), then close the run."""
+        if self.run_id is None:
+            return
+        client = _client(self.target.uri)
+        if ok:
+            for name in ("history.json", "done.json", "spec.json"):
+                if (run_dir / name).is_file():
+                    client.log_artifact(self.run_id, str(run_dir / name))
+            if self.target.log_checkpoints and (run_dir / "model.pt").is_file():
+                client.log_artifact(self.run_id, str(run_dir / "model.pt"), "checkpoint")
+        client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def _find_runs(client: Any, experiment_id: str, tags: Mapping[str, str | None]) -> list[Any]:
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items() if v]
+    return list(client.search_runs([experiment_id], " and ".join(clauses),
+                                   order_by=["attributes.start_time DESC"], max_results=50))
+
+
+def find_trial_run(uri: str, experiment_name: str, experiment: str, fingerprint: str) -> str | None:
+    """The id of the latest finished training run of ``experiment`` with this ``fingerprint``."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return None
+    runs = _find_runs(client, exp.experiment_id, {TAG_EXPERIMENT: experiment,
+                                                  TAG_FINGERPRINT: fingerprint, TAG_STAGE: "train"})
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    return finished[0].info.run_id if finished else None
+
+
+def evaluation_metrics(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """``metrics/<exp>.json`` ``results`` as flat MLflow keys: ``{"<test_set>.R1": 71.3, ...}``."""
+    return {f"{test_set}.{k}": float(v) for test_set, res in results.items()
+            for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_evaluation(cfg: TrackingConfig, root: str | Path, metrics_doc: Mapping[str, Any]) -> str | None:
+    """Log one ``metrics/<exp>.json`` document into the training run of that experiment.
+
+    The run is found by its tags ``experiment`` and ``fingerprint``. Idempotent: values already
+    logged are not logged again. Returns the run id, or ``None`` when no such run exists (e.g.
+    the model was trained with tracking off).
+    """
+    if not cfg.enabled:
+        return None
+    uri = resolve_tracking_uri(cfg, root)
+    run_id = find_trial_run(uri, cfg.experiment_name, metrics_doc["experiment"],
+                            metrics_doc["fingerprint"])
+    if run_id is None:
+        return None
+    have = _client(uri).get_run(run_id).data.metrics
+    new = {k: v for k, v in evaluation_metrics(metrics_doc["results"]).items()
+           if _metric_key(k) not in have or abs(have[_metric_key(k)] - v) > 1e-9}
+    if new:
+        log_metrics(uri, run_id, new, step=0)
+    return run_id
+
+
+# --------------------------------------------------------------------------------------------
+# A tracking server (tests, and `python -m pipeline.tracking serve`)
+# --------------------------------------------------------------------------------------------
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1, in its own process group.
+
+    Use as a context manager; :attr:`uri` is the ``http://127.0.0.1:<port>`` tracking URI.
+    """
+
+    def __init__(self, workdir: str | Path, port: int | None = None, timeout_s: float = 90.0) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.timeout_s = timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MlflowServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}",
+               "--artifacts-destination", str((self.workdir / "mlartifacts").resolve())]
+        self._log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 (closed in stop())
+        self._proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise DDRNError(f"mlflow server exited with code {self._proc.returncode}; see "
+                                f"{self.workdir / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise DDRNError(f"mlflow server on {self.uri} not healthy after {self.timeout_s:.0f} s; "
+                        f"see {self.workdir / 'server.log'}")
+
+    def stop(self) -> None:
+        """Terminate the server's process group (the server and its workers)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+    def __enter__(self) -> MlflowServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,320 @@
+"""Ray Tune: every Ray call of the train stage lives in this module.
+
+Each experiment of the profile is one Tune trial (a grid over experiment names, one ``Tuner``),
+with its own resources. The same code runs on a private local Ray started for the stage or on
+the cluster named by ``RAY_ADDRESS``:
+
+- a trial trains into ``runs/<experiment>/`` (an absolute path) with ``resume=True``, so a trial
+  started again after a kill continues from ``runs/<experiment>/checkpoints/last.pt``;
+- every checkpoint the engine writes is also reported to Tune (``ray.tune.report``, never
+  ``ray.train.*``, which fails inside Tune functions in Ray 2.60), so a trial that Ray retries
+  (``FailureConfig(max_failures)``) on a node without the run dir restores it from Tune's
+  storage;
+- the last report carries the finished run (weights, history, ``done.json``) as a checkpoint, and
+  the driver copies it into ``runs/`` when the trial ran where the driver's ``runs/`` is not
+  visible (a cluster without a shared filesystem).
+
+GPUs are requested only when the cluster has them (a trial asking for a GPU on a CPU-only cluster
+waits forever, without an error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ddrn.config import RayConfig
+from ddrn.errors import DDRNError, TrainingError
+from pipeline import rundir
+from pipeline.tracking import TrackingTarget
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILES = ("model.pt", "history.json", rundir.DONE_FILE, rundir.SPEC_FILE)
+"""What a finished trial hands back to the driver through its final checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialJob:
+    """What every trial needs besides its experiment name (shipped with ``tune.with_parameters``).
+
+    All paths are absolute: Ray runs trials in other working directories (and other machines).
+    """
+
+    params_path: str
+    profile: str
+    root: str
+    runs_dir: str
+    tracking: TrackingTarget | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended, as seen by the driver."""
+
+    experiment: str
+    ok: bool
+    epochs: int
+    error: str | None = None
+
+
+@contextmanager
+def ray_session(ray_cfg: RayConfig) -> Iterator[dict[str, float]]:
+    """Connect to Ray for the body and yield the cluster's resources.
+
+    ``RAY_ADDRESS`` set: connect to that cluster (no resources may be passed then). Otherwise a
+    private local instance (``address="local"``: never the last cluster ``ray start`` left on this
+    machine) with ``ray_cfg.num_cpus`` CPUs, no dashboard and a small object store. A Ray already
+    initialised by the caller (e.g. a test fixture) is reused and left running.
+    """
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            log.info("Ray: connecting to the cluster at %s", address)
+            ray.init(address=address, log_to_driver=False)
+        else:
+            num_cpus = ray_cfg.num_cpus or os.cpu_count() or 1
+            log.info("Ray: starting a local instance with %d CPUs", num_cpus)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     object_store_memory=ray_cfg.object_store_mb * 2**20, log_to_driver=False)
+        started = True
+    try:
+        yield {k: float(v) for k, v in ray.cluster_resources().items()}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def trial_resources(ray_cfg: RayConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """CPUs and GPUs one trial asks for, fitted to what the cluster has.
+
+    GPUs are dropped on a cluster without any; CPUs are capped at the cluster's total so a trial
+    can always be placed.
+    """
+    gpus = ray_cfg.gpus_per_trial
+    if gpus > 0 and cluster.get("GPU", 0.0) <= 0:
+        log.warning("Ray: ray.gpus_per_trial=%s but the cluster has no GPU; trials use CPUs only",
+                    gpus)
+        gpus = 0.0
+    cpus = min(ray_cfg.cpus_per_trial, max(cluster.get("CPU", 1.0), 1.0))
+    return {"cpu": cpus, "gpu": gpus}
+
+
+# --------------------------------------------------------------------------------------------
+# Inside a trial
+# --------------------------------------------------------------------------------------------
+
+
+class _TuneReporter:
+    """Engine callback: per-epoch metrics (and each checkpoint the engine wrote) to Tune."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        self.last_epoch = 0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        from ray import tune
+
+        self.last_epoch = epoch
+        report = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        report["epoch"] = epoch
+        if checkpoint is None or not checkpoint.is_file():
+            tune.report(report)
+            return
+        with tempfile.TemporaryDirectory(prefix="ddrn-ckpt-") as tmp:
+            _link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
+            rundir.write_json(Path(tmp) / "tune_meta.json",
+                              {"epoch": epoch, "fingerprint": self.fingerprint,
+                               "file": checkpoint.name})
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: free; Tune copies it into its storage anyway
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _restore_from_tune(run_dir: Path, fingerprint: str) -> bool:
+    """Put Tune's latest checkpoint into ``run_dir/checkpoints`` when the run dir lacks one
+    (a retried trial on another node). Returns whether something was restored."""
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return False
+    with ckpt.as_directory() as d:
+        meta = rundir.read_json(Path(d) / "tune_meta.json")
+        if meta is None or meta.get("fingerprint") != fingerprint:
+            return False
+        target = run_dir / "checkpoints" / str(meta["file"])
+        if target.is_file():
+            return False  # the run dir's own checkpoint is at least as recent
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(d) / str(meta["file"]), target)
+        log.info("restored %s from Tune checkpoint (epoch %s)", target, meta.get("epoch"))
+        return True
+
+
+def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
+    """One Tune trial: train experiment ``trial_config["experiment"]`` into ``runs/<name>/``."""
+    from ray import tune
+
+    from ddrn.config import load_config
+    from pipeline.experiment import train_experiment
+    from pipeline.tracking import TrialTracker
+
+    if Path(job.root).is_dir():
+        # Tune starts trials in their own directory; the data paths in params are relative to
+        # the repository root (a trial actor is its own process, so this affects nobody else).
+        os.chdir(job.root)
+    config = load_config(job.params_path, job.profile)
+    spec = config.experiment(trial_config["experiment"])
+    run_dir = Path(job.runs_dir) / spec.name
+    fingerprint = spec.fingerprint(config.input)
+    rundir.prepare(run_dir, spec, config.input)
+    _restore_from_tune(run_dir, fingerprint)
+
+    reporter = _TuneReporter(fingerprint)
+    tracker = TrialTracker(job.tracking, spec, config.input) if job.tracking else None
+    callbacks: list[Any] = [reporter]
+    if tracker is not None:
+        tracker.start()
+        callbacks.append(tracker)
+    t0 = time.perf_counter()
+    try:
+        train_experiment(config, spec, run_dir, callbacks=callbacks, resume=True)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(run_dir, ok=False)
+        raise
+    # seconds of this attempt only (a resumed trial's earlier attempts are not counted)
+    seconds = time.perf_counter() - t0
+    done = rundir.mark_done(run_dir, spec, config.input, epochs=spec.train.epochs, seconds=seconds)
+    if tracker is not None:
+        tracker.finish(run_dir, ok=True)
+    with tempfile.TemporaryDirectory(prefix="ddrn-final-") as tmp:
+        for name in BUNDLE_FILES:
+            if (run_dir / name).is_file():
+                _link_or_copy(run_dir / name, Path(tmp) / name)
+        tune.report({"epoch": reporter.last_epoch or spec.train.epochs, "finished": 1.0,
+                     "train_seconds": done["seconds"]},
+                    checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+
+
+def _progress_callback(total: int) -> Any:
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """One line per epoch and per finished/failed trial (Tune's own table is turned off)."""
+
+        def __init__(self) -> None:
+            self.finished = 0
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            if result.get("finished"):
+                return
+            loss = result.get("loss", result.get("total", float("nan")))
+            log.info("[%d/%d done] %s epoch %s loss %.4f", self.finished, total,
+                     trial.config["experiment"], result.get("epoch"), loss)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.finished += 1
+            log.info("[%d/%d done] %s finished", self.finished, total, trial.config["experiment"])
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.finished += 1
+            log.error("[%d/%d done] %s FAILED", self.finished, total, trial.config["experiment"])
+
+    return Progress()
+
+
+def run_trials(job: TrialJob, experiments: Sequence[str], ray_cfg: RayConfig,
+               name: str) -> list[TrialOutcome]:
+    """Train ``experiments`` as Tune trials (one ``Tuner``) and collect their runs into ``runs/``.
+
+    Args:
+        job: paths and tracking shared by all trials.
+        experiments: experiment names of the profile to train.
+        ray_cfg: resources per trial, concurrency, retries and Tune's storage.
+        name: a unique name of this Tune run (a folder under ``ray_cfg.storage_path``).
+
+    Returns:
+        One outcome per experiment, in the order given.
+    """
+    from ray import tune
+
+    if not experiments:
+        return []
+    storage = ray_cfg.storage_path
+    if "://" not in storage:
+        storage = str((Path(job.root) / storage).resolve())
+    with ray_session(ray_cfg) as cluster:
+        resources = trial_resources(ray_cfg, cluster)
+        log.info("Ray: %d trials, %s each, at most %d at once (cluster: %s)", len(experiments),
+                 resources, ray_cfg.max_concurrent_trials,
+                 {k: v for k, v in cluster.items() if k in ("CPU", "GPU")})
+        trainable = tune.with_resources(tune.with_parameters(_trainable, job=job), resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"experiment": tune.grid_search(list(experiments))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=ray_cfg.max_concurrent_trials, reuse_actors=False,
+                trial_name_creator=lambda t: t.config["experiment"],
+                trial_dirname_creator=lambda t: t.config["experiment"]),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=ray_cfg.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[_progress_callback(len(experiments))]),
+        )
+        grid = tuner.fit()
+        outcomes = []
+        for result in grid:
+            exp = result.config["experiment"]
+            metrics = result.metrics or {}
+            if result.error is None and metrics.get("finished"):
+                _collect(result.checkpoint, Path(job.runs_dir) / exp)
+                outcomes.append(TrialOutcome(exp, True, int(metrics.get("epoch", 0))))
+            else:
+                message = str(result.error).strip().splitlines()[-1] if result.error else \
+                    "ended without finishing"
+                outcomes.append(TrialOutcome(exp, False, int(metrics.get("epoch", 0)), message))
+    order = {e: i for i, e in enumerate(experiments)}
+    return sorted(outcomes, key=lambda o: order[o.experiment])
+
+
+def _collect(checkpoint: Any, run_dir: Path) -> None:
+    """Copy a finished trial's bundle into ``run_dir`` unless it is already there (local runs)."""
+    if checkpoint is None:
+        raise TrainingError(f"{run_dir}: the trial finished without its final checkpoint")
+    with checkpoint.as_directory() as d:
+        theirs = rundir.read_json(Path(d) / rundir.DONE_FILE)
+        mine = rundir.read_json(run_dir / rundir.DONE_FILE)
+        if theirs is None:
+            raise DDRNError(f"{run_dir}: the final checkpoint has no {rundir.DONE_FILE}")
+        if mine == theirs:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in BUNDLE_FILES:
+            if name != rundir.DONE_FILE and (Path(d) / name).is_file():
+                shutil.copy2(Path(d) / name, run_dir / name)
+        rundir.write_json(run_dir / rundir.DONE_FILE, theirs)  # last: marks the copy complete

@@ -1,0 +1,48 @@
+"""The TransReID schedule values (reid-anchors 1.4) and the bias-lr parameter groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ddrn.config import TrainConfig
+from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer, lr_at_epoch
+
+
+@pytest.mark.parametrize(("epoch", "expected"), [
+    (1, 1.664e-3), (5, 7.966e-3), (30, 6.83e-3), (60, 4.01e-3), (90, 1.19e-3), (120, 1.6e-5)])
+def test_paper_schedule_values(epoch: int, expected: float) -> None:
+    # The anchors give three significant digits.
+    assert lr_at_epoch(epoch, 0.008, TrainConfig()) == pytest.approx(expected, abs=5e-6)
+
+
+def test_warmup_is_linear_and_floor_is_absolute_for_the_bias_group() -> None:
+    cfg = TrainConfig()
+    assert lr_at_epoch(2, 0.008, cfg) - lr_at_epoch(1, 0.008, cfg) == pytest.approx(
+        (0.008 - 8e-5) / 5)
+    assert lr_at_epoch(120, 0.016, cfg) == pytest.approx(1.6e-5)   # same floor for biases
+    assert lr_at_epoch(5, 0.016, cfg) == pytest.approx(2 * 7.966e-3, rel=2e-3)
+
+
+def test_bias_group_gets_double_lr_and_criterion_params_are_included() -> None:
+    model, crit = nn.Linear(3, 2), nn.Linear(2, 2, bias=False)
+    cfg = TrainConfig()
+    opt = build_optimizer([model, crit], cfg)
+    assert isinstance(opt, torch.optim.SGD)
+    weights, biases = opt.param_groups
+    assert weights["lr"] == cfg.lr and biases["lr"] == 2 * cfg.lr
+    assert len(weights["params"]) == 2 and len(biases["params"]) == 1
+    assert weights["momentum"] == 0.9 and weights["weight_decay"] == biases["weight_decay"] == 1e-4
+    assert isinstance(build_optimizer([model], TrainConfig(optimizer="adamw")), torch.optim.AdamW)
+
+
+def test_schedule_state_round_trip() -> None:
+    cfg = TrainConfig()
+    opt = build_optimizer([nn.Linear(2, 2)], cfg)
+    sched = WarmupCosineSchedule(opt, cfg)
+    sched.step(7)
+    opt2 = build_optimizer([nn.Linear(2, 2)], cfg)
+    sched2 = WarmupCosineSchedule(opt2, cfg)
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.get_last_lr() == sched.get_last_lr()

@@ -1,0 +1,99 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddrn.losses.margin import ArcFace, HSArcFace, SubCenterArcFace, angular_margin
+
+
+def _batch(b=6, d=8, c=5):
+    torch.manual_seed(0)
+    return torch.randn(b, d), torch.randint(0, c, (b,))
+
+
+def test_arcface_puts_cos_theta_plus_m_on_the_target_only():
+    x, y = _batch()
+    head = ArcFace(8, 5, scale=20.0, margin=0.2)
+    cos = F.normalize(x) @ F.normalize(head.weight).t()
+    logits = head.logits(x, y)
+    expected = cos.clone()
+    rows = torch.arange(6)
+    expected[rows, y] = torch.cos(torch.acos(cos[rows, y]) + 0.2)
+    torch.testing.assert_close(logits, 20.0 * expected)
+    torch.testing.assert_close(head(x, y), F.cross_entropy(logits, y))
+
+
+def test_margin_falls_back_when_theta_plus_m_exceeds_pi():
+    m = 0.5
+    near_pi = torch.tensor([math.cos(math.pi - 0.1)])  # θ = π - 0.1, θ + m > π
+    expected = near_pi - math.sin(math.pi - m) * m
+    torch.testing.assert_close(angular_margin(near_pi, m), expected)
+    # Monotone and finite with gradients at the clamp ends.
+    cos = torch.tensor([-1.0, 1.0], requires_grad=True)
+    angular_margin(cos, m).sum().backward()
+    assert torch.isfinite(cos.grad).all()
+
+
+def test_subcenter_is_max_over_subcentres_formula():
+    x, y = _batch()
+    head = SubCenterArcFace(8, 5, scale=20.0, margin=0.2, k=3)
+    w = F.normalize(head.weight, dim=-1)  # (k, C, D)
+    cos = torch.stack([F.normalize(x) @ w[i].t() for i in range(3)]).amax(0)  # (B, C)
+    torch.testing.assert_close(head.cosine(x), cos)
+    arc = ArcFace(8, 5, scale=20.0, margin=0.2)
+    rows = torch.arange(6)
+    expected = cos.clone()
+    expected[rows, y] = torch.cos(torch.acos(cos[rows, y]) + 0.2)
+    torch.testing.assert_close(head.logits(x, y), 20.0 * expected)
+    assert arc.weight.shape == (5, 8) and head.weight.shape == (3, 5, 8)
+
+
+def test_hs_arcface_with_k1_equals_arcface_on_the_same_centres():
+    x, y = _batch()
+    arc = ArcFace(8, 5, scale=20.0, margin=0.2)
+    hs = HSArcFace(8, 5, scale=20.0, margin=0.2, k=1)
+    with torch.no_grad():
+        hs.weight[0].copy_(arc.weight)
+    assert hs.marker.shape == (0, 8)
+    torch.testing.assert_close(hs.logits(x, y), arc.logits(x, y))  # einsum vs matmul rounding
+    torch.testing.assert_close(hs(x, y), arc(x, y))
+
+
+def test_hs_arcface_routes_through_the_marker_to_the_next_level():
+    hs = HSArcFace(2, 2, scale=10.0, margin=0.1, k=2)
+    with torch.no_grad():
+        hs.weight.copy_(torch.tensor([[[1.0, 0.0], [0.0, 1.0]],     # level 1: e_x, e_y
+                                      [[-1.0, 0.0], [0.0, -1.0]]]))  # level 2: -e_x, -e_y
+        hs.marker.copy_(torch.tensor([[-1.0, -1.0]]))  # level-1 "N+1" centre
+    x = torch.tensor([[1.0, 0.1], [-1.0, -0.9]])  # near class 0 at level 1; near the marker
+    cos, marker = hs.level_cosines(x)
+    assert hs.stop_level(cos, marker).tolist() == [0, 1]
+    y = torch.tensor([0, 0])
+    logits = hs.logits(x, y)
+    # Sample 2 is scored against level-2 centres: cos to -e_x is its target (with the margin).
+    c = F.normalize(x[1:], dim=1) @ torch.tensor([[-1.0, 0.0], [0.0, -1.0]]).t()
+    torch.testing.assert_close(logits[1, 1], 10.0 * c[0, 1])
+    torch.testing.assert_close(logits[1, 0], 10.0 * torch.cos(torch.acos(c[0, 0]) + 0.1))
+
+
+@pytest.mark.parametrize("head_cls", [ArcFace, SubCenterArcFace, HSArcFace])
+def test_heads_backpropagate_finite_gradients_to_features_and_centres(head_cls):
+    x, y = _batch(b=16, d=8, c=4)
+    x.requires_grad_()
+    k = 1 if head_cls is ArcFace else 3
+    head = head_cls(8, 4, scale=20.0, margin=0.2, k=k)
+    loss = head(x, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert head.weight.grad is not None and torch.isfinite(head.weight.grad).all()
+    assert head.logits(x, y).shape == (16, 4)
+
+
+def test_hs_markers_are_trained():
+    torch.manual_seed(1)
+    hs = HSArcFace(4, 3, k=2)
+    x = torch.randn(64, 4)
+    y = torch.randint(0, 3, (64,))
+    hs(x, y).backward()
+    assert hs.marker.grad.abs().sum() > 0  # some sample visits level 1 with the marker in play

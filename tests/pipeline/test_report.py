@@ -1,0 +1,168 @@
+"""pipeline.report rendered from real files: metrics JSON, histories, a real model's weights,
+eval feature files and a real packed synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddrn.config import SyntheticConfig, config_from_dict
+from pipeline import published, report, report_tables
+from pipeline.report_figures import pairwise_cosine_distance
+
+VARIANTS = {
+    "vit_baseline": {"description": "ViT baseline: ID + triplet", "table2_index": 0},
+    "es": {"description": "+ Embedding Space", "table2_index": 1,
+           "model": {"embedding_space": True}},
+    "es_orth": {"description": "ES + orthogonal", "table2_index": 3,
+                "model": {"embedding_space": True}, "loss": {"orthogonal_weight": 1.0}},
+    "ddrn": {"description": "DDRN", "table2_index": 4, "model": {"embedding_space": True},
+             "loss": {"orthogonal_weight": 1.0, "margin_head": "hs_arcface"}},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny profile with every report input on disk."""
+    root = tmp_path_factory.mktemp("report")
+    raw = {"profile": "tiny", "variants": VARIANTS, "profiles": {"tiny": {
+        "datasets": {"occluded_duke": {"synthetic": {"num_train_ids": 4, "num_test_ids": 6,
+                                                     "num_distractor_ids": 0, "images_per_id": 4,
+                                                     "num_cameras": 2, "seed": 3}},
+                     "market1501": {}},
+        "model": {"embed_dim": 16, "depth": 2, "num_heads": 2, "patch_size": 8, "stride": 8,
+                  "num_embeddings": 8},
+        "experiments": {
+            "ablation": {"train_set": "occluded_duke", "test_sets": ["occluded_duke"],
+                         "variants": list(VARIANTS), "seeds": [0, 1]},
+            "market": {"train_set": "market1501", "test_sets": ["market1501"],
+                       "variants": ["vit_baseline", "ddrn"], "seeds": [0]}},
+        "report": {"tsne_ids": 4, "topk": 3, "retrieval_queries": 2}}}}
+    (root / "params.yaml").write_text(json.dumps(raw))
+    config = config_from_dict(raw)
+    paths = report.ReportPaths(metrics=root / "metrics", eval=root / "eval", runs=root / "runs",
+                               packed=root / "data/packed", timings=root / "timings",
+                               out=root / "reports")
+    # A real packed synthetic test set (Fig. 1 shows its images).
+    from ddrn.data import load_dataset, pack_dataset
+    from ddrn.data.synthetic import generate_synthetic
+
+    syn = SyntheticConfig(num_train_ids=4, num_test_ids=6, num_distractor_ids=0, images_per_id=4,
+                          num_cameras=2, height=32, width=16, seed=3)
+    generate_synthetic("occluded_duke", syn, root / "data/raw/occluded_duke")
+    ds = load_dataset("occluded_duke", root / "data/raw/occluded_duke", log_table=False)
+    pack_dataset(ds, paths.packed / "occluded_duke", 32, 16, num_threads=1, progress=False)
+    packed_ds = __import__("ddrn.data", fromlist=["open_packed"]).open_packed(
+        paths.packed / "occluded_duke")
+    q, g = packed_ds.splits["query"], packed_ds.splits["gallery"]
+
+    from ddrn.models import build_model
+
+    rng = np.random.default_rng(0)
+    for spec in config.experiments_list():
+        quality = {"vit_baseline": 0.0, "es": 1.0, "es_orth": 2.0, "ddrn": 3.0}[spec.variant]
+        results = {}
+        for test_set in spec.test_sets:
+            results[test_set] = {"R1": 50 + 5 * quality + spec.seed, "R5": 80.0, "R10": 90.0,
+                                 "mAP": 40 + 4 * quality + spec.seed, "mINP": 20 + quality,
+                                 "num_query": len(q)}
+            if test_set == "occluded_duke":
+                results[f"{test_set}/twin"] = {"R1": 70 + quality, "R5": 90.0, "R10": 95.0,
+                                               "mAP": 60.0, "mINP": 30.0, "num_query": len(q)}
+        (paths.metrics).mkdir(parents=True, exist_ok=True)
+        (paths.metrics / f"{spec.name}.json").write_text(json.dumps({
+            "experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
+            "train_set": spec.train_set, "fingerprint": spec.fingerprint(config.input),
+            "results": results}))
+        run_dir = paths.runs / spec.name
+        run_dir.mkdir(parents=True)
+        (run_dir / "history.json").write_text(json.dumps(
+            [{"epoch": e, "loss": 3.0 / e + 0.1 * quality, "lr": 0.01} for e in (1, 2, 3)]))
+        model = build_model(spec.model, num_classes=4, input_size=(32, 16))
+        torch.save(model.state_dict(), run_dir / "model.pt")
+        # Features that cluster by identity, tighter for the better variants.
+        centres = {int(p): rng.normal(size=16) for p in np.unique(np.concatenate([q.pids, g.pids]))}
+        noise = 1.5 / (1 + quality)
+
+        def feats(pids: np.ndarray, centres: dict = centres, noise: float = noise) -> np.ndarray:
+            return np.stack([centres[int(p)] + noise * rng.normal(size=16) for p in pids])
+
+        eval_dir = paths.eval / spec.name
+        eval_dir.mkdir(parents=True)
+        np.savez(eval_dir / "occluded_duke.npz", query_features=feats(q.pids),
+                 gallery_features=feats(g.pids), query_pids=q.pids, gallery_pids=g.pids,
+                 query_camids=q.camids, gallery_camids=g.camids)
+    paths.timings.mkdir()
+    (paths.timings / "train.json").write_text(json.dumps({"stage": "train", "seconds": 65.0}))
+    (paths.timings / "download@occluded_duke.json").write_text(
+        json.dumps({"stage": "download@occluded_duke", "seconds": 2.0}))
+    result = report.build(config, paths, root)
+    return config, paths, result
+
+
+def test_every_declared_output_is_written(project) -> None:
+    _, paths, _ = project
+    for name in ("results.md", "table1.md", "table2.md"):
+        assert (paths.out / name).stat().st_size > 0
+    for rel in report.FIGURES.values():
+        assert (paths.out / rel).stat().st_size > 1000, rel
+    assert len(list((paths.out / "curves").glob("*.csv"))) == 10
+
+
+def test_table1_has_measured_and_every_published_row(project) -> None:
+    _, paths, _ = project
+    text = (paths.out / "table1.md").read_text()
+    measured, published_part = text.split("### Published")
+    # mean ± std over the two seeds: R1 = 50 + 15 + {0, 1}
+    assert "65.5 ± 0.7" in measured
+    assert "DDRN" in measured and "+ Embedding Space" not in measured  # ablation-only rows: Table 2
+    for row in published.TABLE1:
+        assert f"| {row.method} " in published_part
+    assert "68.07" in published_part and "DDRN(Ours)" not in measured
+
+
+def test_table2_marks_and_numbers(project) -> None:
+    config, _, result = project
+    df = report_tables.results_frame(result["docs"])
+    t2 = report_tables.table2(config, df, "occluded_duke")
+    row = t2.set_index("Index").loc[3]
+    assert (row["Embedding Space"], row["Orthogonal Loss"], row["HS-ArcFace"]) == ("✓", "✓", "×")
+    assert row["R@1 (measured)"] == "60.5 ± 0.7" and row["R@1 (paper)"] == "67.1"
+    # Index 2 has no variant in this profile: published numbers only.
+    assert t2.set_index("Index").loc[2, "R@1 (measured)"] == "-"
+
+
+def test_occlusion_gap_and_header(project) -> None:
+    _, paths, _ = project
+    text = (paths.out / "results.md").read_text()
+    assert "| profile | `tiny`" in text and "synthetic (4 train ids" in text
+    assert "train 1 min 05 s" in text and "download 2 s" in text
+    # ddrn: twin 73 - occluded R1 {65, 66}
+    assert "7.5 ± 0.7" in text
+    assert "not comparable" in text
+
+
+def test_cosine_distance_of_orthonormal_codes_is_one() -> None:
+    codes = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))[0]
+    np.testing.assert_allclose(pairwise_cosine_distance(codes), 1.0, atol=1e-9)
+    assert pairwise_cosine_distance(np.ones((3, 4))).max() < 1e-9
+
+
+def test_ranked_gallery_excludes_same_id_same_camera() -> None:
+    arrays = {"query_features": np.array([[1.0, 0.0]]), "query_pids": np.array([1]),
+              "query_camids": np.array([0]),
+              "gallery_features": np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]),
+              "gallery_pids": np.array([1, 1, 2]), "gallery_camids": np.array([0, 1, 1])}
+    top, ok = report.ranked_gallery(arrays, 2)
+    assert top.tolist() == [[1, 2]] and ok.tolist() == [[True, False]]
+
+
+def test_missing_metrics_is_a_one_line_error(tmp_path: Path) -> None:
+    from ddrn.errors import DataError
+
+    with pytest.raises(DataError, match="metrics file not found"):
+        report_tables.load_metrics(tmp_path, ["nope"])

@@ -1,0 +1,153 @@
+"""A real (small) sweep on a local Ray: Optuna proposes, ASHA schedules, MLflow nests, files land."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_project import tiny_params, write_tiny_project
+
+from ddrn.config import load_config
+from ddrn.errors import DataError
+from pipeline.sweep import main, run_sweep
+from pipeline.sweep_space import CONDITIONS
+
+
+def _children(uri: str, experiment: str) -> tuple[list, list]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    parents = [r for r in runs if r.data.tags.get("stage") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
+                                no_tracking_env: None) -> None:
+    params = write_tiny_project(tmp_path, mlflow_server.uri, num_samples=4, max_epochs=2)
+    config = load_config(params)
+    out = tmp_path / "reports"
+    outcome = run_sweep(config, tmp_path, data_root=tmp_path / "data" / "packed", out_dir=out,
+                        storage_path=str(tmp_path / "ray_results"))
+
+    summary = json.loads(outcome.trials_path.read_text())
+    trials = summary["trials"]
+    assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials)
+    for t in trials:
+        # The define-by-run space held: conditional knobs only where they mean something.
+        for knob, (parent, allowed) in CONDITIONS.items():
+            assert (knob in t["knobs"]) == (t["knobs"][parent] in allowed), t["knobs"]
+        assert 1 <= t["epochs"] <= 2 and [e for e, _ in t["curve"]] == list(
+            range(1, t["epochs"] + 1))
+        assert 0.0 <= t["mAP"] <= 100.0 and t["nodes"]
+    # ASHA bookkeeping: each trial ran to max_t or was stopped at the grace period.
+    assert summary["max_epochs"] == 2 and summary["grace_period"] == 1
+    assert all(t["stopped_early"] == (t["epochs"] < 2) for t in trials)
+    assert outcome.best["mAP"] == max(t["mAP"] for t in trials)
+
+    # The best configuration is a params.yaml variant that validates, plus a dvc command.
+    text = outcome.best_params_path.read_text()
+    assert "dvc exp run -S '++variants.ddrn." in text and outcome.dvc_command in text
+    raw = yaml.safe_load(params.read_text())
+    raw["variants"].update(yaml.safe_load(text)["variants"])
+    params.write_text(yaml.safe_dump(raw))
+    spec = load_config(params).resolve("occluded_duke", "ddrn_sweep_best", 0)
+    assert spec.loss.margin_head == outcome.best["knobs"]["margin_head"]
+
+    md = outcome.report_path.read_text()
+    assert "## What ASHA saved" in md and (out / "figures" / "sweep_fig6.png").is_file()
+    assert f"| every configuration to the end | {4 * 2} |" in md
+
+    # MLflow: one sweep run, and every trial a run nested under it with its mAP curve.
+    parents, children = _children(mlflow_server.uri, "sweep-test")
+    parent = [p for p in parents if p.data.tags.get("sweep") == summary["name"]]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    mine = [c for c in children
+            if c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id]
+    assert len(mine) == 4
+    assert {c.data.tags["experiment"] for c in mine} == {
+        f"sweep-tiny-{t['trial_id']}" for t in trials}
+    assert all("mAP" in c.data.metrics for c in mine)
+    assert parent[0].data.metrics["best_mAP"] == pytest.approx(outcome.best["mAP"])
+
+
+def test_missing_packed_data_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import run_stage
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params("sqlite:///unused.db")))
+    with pytest.raises(DataError, match="packed dataset not found"):
+        run_sweep(load_config(params), tmp_path, data_root=tmp_path / "nope", out_dir=tmp_path)
+    code = run_stage(main, ["--params", str(params), "--data", str(tmp_path / "nope"),
+                            "--num-samples", "2"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope/occluded_duke: packed dataset not found" in err
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_sweep(tmp_path: Path, mlflow_server) -> None:
+    """Kill the sweep's driver (and its private Ray) mid-run; ``--resume`` finishes the same sweep
+    with Tuner.restore instead of starting over, under the same MLflow parent run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    params = write_tiny_project(tmp_path, mlflow_server.uri, num_samples=4, max_epochs=4,
+                                grace_period=4)
+    # Slower epochs, so the driver is surely killed while a trial is between checkpoints.
+    params.write_text(params.read_text().replace("iters_per_epoch: 2", "iters_per_epoch: 300"))
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--params", str(params),
+           "--data", str(tmp_path / "data" / "packed"), "--out", str(tmp_path / "reports"),
+           "--storage-path", str(tmp_path / "ray_results")]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "TUNE_GLOBAL_CHECKPOINT_S": "1", "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            running = [r for r in (tmp_path / "ray_results").glob("sweep-*/*/result.json")
+                       if 2 <= _last_epoch(r) < 4]
+            if running:
+                time.sleep(1.5)  # let Tune snapshot its state (TUNE_GLOBAL_CHECKPOINT_S=1)
+                break
+            time.sleep(0.3)
+        assert first.poll() is None, "the sweep finished before it could be interrupted"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+        first.wait()
+    assert not (tmp_path / "reports" / "sweep_trials.json").exists()
+
+    second = subprocess.run([*cmd, "--resume"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "resuming sweep" in second.stderr
+    summary = json.loads((tmp_path / "reports" / "sweep_trials.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == 4
+                                    for t in trials)
+    # At least one trial went on from its checkpoint instead of starting again at epoch 1.
+    assert any(t["resumed_from_epoch"] >= 1 for t in trials), [
+        (t["trial_id"], t["resumed_from_epoch"], t["curve"]) for t in trials]
+    parents, children = _children(mlflow_server.uri, "sweep-test")
+    parent = [p for p in parents if p.data.tags.get("sweep") == summary["name"]]
+    assert len(parent) == 1  # the resumed sweep reopened its parent run
+    mine = {c.data.tags["experiment"] for c in children
+            if c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id}
+    assert mine == {f"sweep-tiny-{t['trial_id']}" for t in trials}
+
+
+def _last_epoch(result_json: Path) -> int:
+    lines = result_json.read_text().splitlines()
+    try:
+        return int(json.loads(lines[-1])["epoch"]) if lines else 0
+    except (ValueError, KeyError):  # a line being written
+        return 0

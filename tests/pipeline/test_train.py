@@ -1,0 +1,131 @@
+"""pipeline.train / pipeline.tune / pipeline.rundir: run-dir states, resources on a real local Ray,
+and the whole trial path (real Ray Tune trials training a tiny model, tracked in a real MLflow
+server) once :mod:`pipeline.experiment` is available."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddrn.config import RayConfig, config_from_dict, load_config
+from pipeline import rundir, train, tune
+
+TINY_SYN = {"num_train_ids": 4, "num_test_ids": 4, "num_distractor_ids": 0, "images_per_id": 4,
+            "num_cameras": 2, "height": 32, "width": 16}
+
+
+def tiny_params(epochs: int = 2) -> dict:
+    """A profile small enough to train in seconds on one core."""
+    return {"profile": "tiny", "variants": {
+        "vit_baseline": {"table2_index": 0},
+        "ddrn": {"table2_index": 4, "model": {"embedding_space": True},
+                 "loss": {"orthogonal_weight": 1.0, "margin_head": "hs_arcface"}}},
+        "profiles": {"tiny": {
+            "datasets": {"occluded_duke": {"synthetic": {**TINY_SYN, "seed": 1}}},
+            "input": {"height": 32, "width": 16, "padding": 2},
+            "model": {"embed_dim": 16, "depth": 2, "num_heads": 2, "patch_size": 8, "stride": 8,
+                      "num_embeddings": 8, "drop_path": 0.0},
+            "train": {"epochs": epochs, "batch_size": 8, "num_instances": 2, "warmup_epochs": 0,
+                      "device": "cpu", "iters_per_epoch": 2},
+            "experiments": {"ablation": {"train_set": "occluded_duke",
+                                         "test_sets": ["occluded_duke"],
+                                         "variants": ["vit_baseline", "ddrn"], "seeds": [0]}},
+            "ray": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "max_failures": 1},
+            "tracking": {"experiment_name": "tiny"}}}}
+
+
+def test_plan_skips_done_resumes_partial_and_clears_stale(tmp_path: Path) -> None:
+    config = config_from_dict(tiny_params())
+    base, ddrn = config.experiments_list()[1], config.experiments_list()[0]
+    assert (base.variant, ddrn.variant) == ("vit_baseline", "ddrn")
+    runs = tmp_path / "runs"
+    rundir.prepare(runs / base.name, base, config.input)
+    rundir.mark_done(runs / base.name, base, config.input, epochs=2, seconds=1.0)
+    todo, done = train.plan(config, [base, ddrn], runs)
+    assert [s.name for s in done] == [base.name] and [s.name for s in todo] == [ddrn.name]
+
+    # An unfinished run with the same settings is kept (it resumes) ...
+    rundir.prepare(runs / ddrn.name, ddrn, config.input)
+    (runs / ddrn.name / "checkpoints").mkdir()
+    (runs / ddrn.name / "checkpoints" / "last.pt").write_bytes(b"x")
+    train.plan(config, [ddrn], runs)
+    assert (runs / ddrn.name / "checkpoints" / "last.pt").is_file()
+
+    # ... a knob change of one variant makes only that variant's run stale and cleared.
+    raw = tiny_params()
+    raw["variants"]["ddrn"]["loss"]["orthogonal_weight"] = 0.5
+    changed = config_from_dict(raw)
+    todo, done = train.plan(changed, changed.experiments_list(), runs)
+    assert [s.name for s in todo] == [ddrn.name] and [s.name for s in done] == [base.name]
+    assert not (runs / ddrn.name).exists()
+
+
+def test_state_of_unknown_dir_is_stale(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "junk").write_text("?")
+    assert rundir.run_state(tmp_path / "x", "abc") == "stale"
+    assert rundir.run_state(tmp_path / "missing", "abc") == "empty"
+
+
+def test_missing_packed_data_is_a_one_line_error(tmp_path: Path) -> None:
+    from ddrn.errors import DataError
+
+    config = config_from_dict(tiny_params())
+    with pytest.raises(DataError, match="preprocess@occluded_duke"):
+        train.check_data(config.experiments_list(), tmp_path)
+
+
+def test_resources_never_ask_for_absent_gpus(ray_local: None) -> None:
+    with tune.ray_session(RayConfig()) as cluster:
+        assert cluster["CPU"] == 2.0
+        wanted = RayConfig(cpus_per_trial=4, gpus_per_trial=0.5)
+        assert tune.trial_resources(wanted, cluster) == {"cpu": 2.0, "gpu": 0.0}
+    assert tune.trial_resources(RayConfig(gpus_per_trial=0.25), {"CPU": 8, "GPU": 1}) == \
+        {"cpu": 1.0, "gpu": 0.25}
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> tuple[Path, Path]:
+    """params.yaml plus the tiny training set, generated and packed for real."""
+    pytest.importorskip("pipeline.experiment", reason="pipeline.experiment not available yet")
+    from ddrn.data import load_dataset, pack_dataset
+    from ddrn.data.synthetic import generate_synthetic
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params()))
+    config = load_config(params)
+    ds_cfg = config.datasets["occluded_duke"]
+    generate_synthetic("occluded_duke", ds_cfg.synthetic, tmp_path / "data/raw/occluded_duke")
+    ds = load_dataset("occluded_duke", tmp_path / "data/raw/occluded_duke", log_table=False)
+    pack_dataset(ds, tmp_path / "data/packed/occluded_duke", 32, 16, num_threads=1,
+                 progress=False)
+    return tmp_path, params
+
+
+def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ray_local: None,
+                                             mlflow_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    root, params = tiny_project
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    config = load_config(params)
+    specs = config.experiments_list()
+    counts = train.train(config, params, specs, root, root / "runs")
+    assert counts == {"trained": 2, "skipped": 0, "failed": 0}
+    for spec in specs:
+        done = json.loads((root / "runs" / spec.name / "done.json").read_text())
+        assert done["fingerprint"] == spec.fingerprint(config.input)
+        assert (root / "runs" / spec.name / "model.pt").is_file()
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'train'")
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["experiment"] for r in trials) == sorted(s.name for s in specs)
+    for r in trials:
+        assert len(client.get_metric_history(r.info.run_id, "lr")) == 2  # one per epoch
+    # Nothing changed: every trial is skipped, Ray is not even started.
+    assert train.train(config, params, specs, root, root / "runs")["skipped"] == 2
