@@ -522,6 +522,21 @@ class ProjectConfig:
         raise ConfigError(f"{self.source}: no experiment named {name!r} in profile "
                           f"{self.profile!r}; expected one of: {known}")
 
+    def fingerprint(self, spec: ExperimentSpec) -> str:
+        """A short hash of everything that determines ``spec``'s trained weights in this profile.
+
+        :meth:`ExperimentSpec.fingerprint` (model, loss, train, input, seed) plus the training
+        set's :class:`DatasetConfig`, so regenerating the synthetic training data with other sizes
+        also retrains (the weights depend on the images, not only on the recipe). This is the
+        fingerprint the pipeline writes into ``runs/<exp>/done.json``, the metrics files and the
+        MLflow tags.
+        """
+        dataset = self.cfg.datasets.get(spec.train_set)
+        payload = {"spec": spec.fingerprint(self.cfg.input),
+                   "train_set": dataclasses.asdict(dataset) if dataset is not None else None}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def resolve(self, train_set: str, variant: str, seed: int, group: str = "",
                 test_sets: tuple[str, ...] = ()) -> ExperimentSpec:
         """Apply a variant's overrides to the profile's model and loss sections."""

@@ -3,7 +3,8 @@
 ``python -m pipeline.evaluate [--experiment NAME]`` evaluates one experiment (repeatable) or every
 experiment of the profile: ``eval/<exp>/<test_set>.npz`` (features and rankings for the report)
 and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
-logs the metrics into the experiment's MLflow training run when tracking is on.
+logs the metrics into the experiment's MLflow training run when tracking is on (plus an
+``evaluate`` parent run per invocation holding the metrics files as artifacts).
 """
 
 from __future__ import annotations
@@ -61,8 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_params(args)
     specs = ([config.experiment(n) for n in args.experiment] if args.experiment
              else config.experiments_list())
-    docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
-                    args.packed_root, track=not args.no_tracking)
+    if args.no_tracking:
+        docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
+                        args.packed_root, track=False)
+    else:
+        from pipeline.tracking import stage_run
+
+        with stage_run(config.tracking, Path.cwd(), "evaluate", config.profile) as run:
+            docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
+                            args.packed_root, track=run is not None)
+            if run is not None:
+                run.log_params({"experiments": len(specs)})
+                for doc in docs:
+                    run.log_artifact(args.metrics_dir / f"{doc['experiment']}.json", "metrics")
     for doc in docs:
         for test_set, res in doc["results"].items():
             print(f"{doc['experiment']:40s} {test_set:24s} R1 {res['R1']:5.1f}  mAP {res['mAP']:5.1f}"

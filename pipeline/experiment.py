@@ -148,7 +148,7 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
         if f"{test_set}/twin" in results:
             log.info("%s on %s twins: %s", spec.name, test_set, _fmt(results[f"{test_set}/twin"]))
     return {"experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
-            "train_set": spec.train_set, "fingerprint": spec.fingerprint(config.input),
+            "train_set": spec.train_set, "fingerprint": config.fingerprint(spec),
             "results": results}
 
 

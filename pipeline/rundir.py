@@ -5,10 +5,13 @@ A run dir carries two small files besides the engine's checkpoints and history:
 - ``spec.json`` written when a trial starts: ``{"experiment", "fingerprint", ...}``, so an
   *unfinished* run can be told apart from a stale one trained with other settings;
 - ``done.json`` written when the trial finished: ``{"experiment", "fingerprint", "epochs",
-  "seconds", "finished_at"}``.
+  "seconds", "finished_at", "resumed_from", "attempts"}`` (``resumed_from``: epochs found in the
+  checkpoint when the last attempt started, 0 for a run trained in one go; ``attempts``: how many
+  times a trial started on this run dir).
 
-``fingerprint`` is :meth:`ddrn.config.ExperimentSpec.fingerprint` of everything that determines
-the weights, so changing one variant's knob retrains only that variant's experiments.
+``fingerprint`` is :meth:`ddrn.config.ProjectConfig.fingerprint` of everything that determines
+the weights (the resolved spec and the training set's config), so changing one variant's knob
+retrains only that variant's experiments.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from ddrn.config import ExperimentSpec, InputConfig
+from ddrn.config import ExperimentSpec
 
 RunState = Literal["done", "partial", "stale", "empty"]
 
@@ -59,24 +62,38 @@ def run_state(run_dir: Path, fingerprint: str) -> RunState:
     return "stale"
 
 
-def prepare(run_dir: Path, spec: ExperimentSpec, input_cfg: InputConfig) -> RunState:
-    """Clear a stale run dir, (re)write ``spec.json`` and return the state found."""
-    fingerprint = spec.fingerprint(input_cfg)
+def prepare(run_dir: Path, spec: ExperimentSpec, fingerprint: str) -> RunState:
+    """Clear a stale run dir, (re)write ``spec.json`` and return the state found.
+
+    Args:
+        run_dir: ``runs/<experiment>/``.
+        spec: the experiment.
+        fingerprint: ``config.fingerprint(spec)``.
+    """
     state = run_state(run_dir, fingerprint)
     if state == "stale":
         shutil.rmtree(run_dir)
     if state != "done":
+        previous = read_json(run_dir / SPEC_FILE) if state == "partial" else None
+        attempts = int(previous.get("attempts", 1)) + 1 if previous else 1
         write_json(run_dir / SPEC_FILE, {
             "experiment": spec.name, "fingerprint": fingerprint, "variant": spec.variant,
             "seed": spec.seed, "train_set": spec.train_set, "test_sets": list(spec.test_sets),
+            "attempts": attempts,
         })
     return state
 
 
-def mark_done(run_dir: Path, spec: ExperimentSpec, input_cfg: InputConfig, epochs: int,
-              seconds: float) -> dict[str, Any]:
-    """Write ``done.json`` (the last file a trial writes) and return it."""
-    done = {"experiment": spec.name, "fingerprint": spec.fingerprint(input_cfg), "epochs": epochs,
-            "seconds": round(seconds, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def mark_done(run_dir: Path, spec: ExperimentSpec, fingerprint: str, epochs: int,
+              seconds: float, resumed_from: int = 0) -> dict[str, Any]:
+    """Write ``done.json`` (the last file a trial writes) and return it.
+
+    ``resumed_from`` is :attr:`ddrn.engine.TrainResult.resumed_from` of the attempt that finished
+    (0: trained from scratch in one go), so a resumed run can be told from a restarted one.
+    """
+    spec_doc = read_json(run_dir / SPEC_FILE) or {}
+    done = {"experiment": spec.name, "fingerprint": fingerprint, "epochs": epochs,
+            "seconds": round(seconds, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "resumed_from": int(resumed_from), "attempts": int(spec_doc.get("attempts", 1))}
     write_json(run_dir / DONE_FILE, done)
     return done

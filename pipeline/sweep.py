@@ -207,7 +207,10 @@ def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[d
              max_epochs: int, seconds: float, num_nodes: int) -> dict[str, Any]:
     sweep = config.sweep
     scored = [t for t in trials if t.get(METRIC) is not None]
-    best = max(scored, key=lambda t: t[METRIC]) if scored else {}
+    # Best = highest final mAP among trials that ran to max_epochs: a trial ASHA stopped early
+    # was judged at a rung, not at the end (all trials count only if none ran to the end).
+    full = [t for t in scored if t["epochs"] >= max_epochs] or scored
+    best = max(full, key=lambda t: t[METRIC]) if full else {}
     base = base_knobs(config)
     return {
         "name": exp_name, "experiment_path": exp_path, "profile": config.profile,
@@ -236,7 +239,7 @@ def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path)
               f"#   {command}\n")
     _atomic_write(best_path, header + yaml.safe_dump(
         best_params_document(config, knobs), sort_keys=False) if knobs else header)
-    summary = {**summary, "best_params_file": best_path.as_posix(), "dvc_command": command}
+    summary = {**summary, "best_params_file": best_path.name, "dvc_command": command}
     trials_path = out_dir / "sweep_trials.json"
     _atomic_write(trials_path, json.dumps(summary, indent=2) + "\n")
     report = write_report(trials_path, out_dir)

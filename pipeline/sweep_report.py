@@ -247,8 +247,8 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
     else:
         lines += ["Not enough scored trials to estimate importances."]
     lines += ["", f"## Best {top} trials", "", _best_table(summary, top), "",
-              f"The best configuration is in `{summary['best_params_file']}`; train it as a DVC "
-              "experiment with:", "", "```bash", summary["dvc_command"], "```", ""]
+              f"The best trial that ran to the end is written to `{summary['best_params_file']}` "
+              "(next to this report) as a `params.yaml` variant; train it as a DVC experiment with:", "", "```bash", summary["dvc_command"], "```", ""]
     return "\n".join(lines)
 
 

@@ -114,12 +114,17 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
-def spec_params(spec: ExperimentSpec, input_cfg: InputConfig) -> dict[str, str]:
-    """Params of one trial run: the flattened spec (model, loss, train) and input sections."""
+def spec_params(spec: ExperimentSpec, input_cfg: InputConfig,
+                fingerprint: str | None = None) -> dict[str, str]:
+    """Params of one trial run: the flattened spec (model, loss, train) and input sections.
+
+    ``fingerprint`` defaults to ``spec.fingerprint(input_cfg)``; the train stage passes
+    ``config.fingerprint(spec)`` (which also covers the training set's config).
+    """
     params = {
         "experiment": spec.name, "group": spec.group, "train_set": spec.train_set,
         "test_sets": ",".join(spec.test_sets), "variant": spec.variant, "seed": str(spec.seed),
-        "fingerprint": spec.fingerprint(input_cfg),
+        "fingerprint": fingerprint or spec.fingerprint(input_cfg),
     }
     params.update(flatten("model", spec.model))
     params.update(flatten("loss", spec.loss))
@@ -238,25 +243,43 @@ class TrialTracker:
     """Engine callback logging one trial into its own MLflow run nested under the stage run.
 
     A retried trial (same parent run, same experiment) reopens its run, so the curves continue.
+    A trial resumed by a later stage invocation (after a kill) gets a new run under the new parent;
+    the killed invocation's run of the same experiment, left RUNNING, is marked KILLED, and
+    :meth:`finish` backfills the epochs trained before the resume from ``history.json``, so the
+    new run's curves are complete.
+
+    Args:
+        target: where to log (the stage run's :meth:`StageRun.target`).
+        spec: the experiment.
+        input_cfg: the profile's input section (params).
+        fingerprint: the run's fingerprint tag; default ``spec.fingerprint(input_cfg)``. The train
+            stage passes ``config.fingerprint(spec)``, the value :func:`log_evaluation` looks for.
     """
 
-    def __init__(self, target: TrackingTarget, spec: ExperimentSpec, input_cfg: InputConfig) -> None:
+    def __init__(self, target: TrackingTarget, spec: ExperimentSpec, input_cfg: InputConfig,
+                 fingerprint: str | None = None) -> None:
         self.target = target
         self.spec = spec
-        self.fingerprint = spec.fingerprint(input_cfg)
-        self._params = spec_params(spec, input_cfg)
+        self.fingerprint = fingerprint or spec.fingerprint(input_cfg)
+        self._params = spec_params(spec, input_cfg, self.fingerprint)
         self.run_id: str | None = None
+        self._logged_epochs: set[int] = set()
+        self._reopened = False
 
     def start(self) -> str:
         """Create (or reopen, on a retry) this trial's run; returns its id."""
         client = _client(self.target.uri)
-        found = _find_runs(client, self.target.experiment_id, {
-            TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint,
-            TAG_PARENT: self.target.parent_run_id})
+        same = _find_runs(client, self.target.experiment_id, {
+            TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint})
+        found = [r for r in same if r.data.tags.get(TAG_PARENT) == self.target.parent_run_id]
         if found and self.target.parent_run_id:
             self.run_id = found[0].info.run_id
             client.update_run(self.run_id, status="RUNNING")
+            self._reopened = True  # the earlier attempt logged the earlier epochs itself
             return self.run_id
+        for run in same:  # left RUNNING by a stage invocation that was killed
+            if run.info.status == "RUNNING" and run.data.tags.get(TAG_STAGE) == "train":
+                client.set_terminated(run.info.run_id, "KILLED")
         tags = {TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint,
                 TAG_STAGE: "train", "variant": self.spec.variant, "train_set": self.spec.train_set,
                 "seed": str(self.spec.seed)}
@@ -272,19 +295,38 @@ class TrialTracker:
         if self.run_id is None:
             self.start()
         log_metrics(self.target.uri, self.run_id, metrics, step=epoch)
+        self._logged_epochs.add(int(epoch))
 
     def finish(self, run_dir: Path, ok: bool = True) -> None:
-        """Upload the run's small files (and ``model.pt`` if asked), then close the run."""
+        """Upload the run's small files (and ``model.pt`` if asked), then close the run.
+
+        Epochs of ``history.json`` a new run has not logged (trained before a resume, by a killed
+        stage invocation) are logged first, with ``step = epoch``.
+        """
         if self.run_id is None:
             return
         client = _client(self.target.uri)
-        if ok:
+        if ok and not self._reopened:
+            self._backfill(run_dir / "history.json")
             for name in ("history.json", "done.json", "spec.json"):
                 if (run_dir / name).is_file():
                     client.log_artifact(self.run_id, str(run_dir / name))
             if self.target.log_checkpoints and (run_dir / "model.pt").is_file():
                 client.log_artifact(self.run_id, str(run_dir / "model.pt"), "checkpoint")
         client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+    def _backfill(self, path: Path) -> None:
+        try:
+            history = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        for entry in history if isinstance(history, list) else []:
+            epoch = int(entry.get("epoch", 0)) if isinstance(entry, dict) else 0
+            if epoch >= 1 and epoch not in self._logged_epochs:
+                log_metrics(self.target.uri, self.run_id,
+                            {k: v for k, v in entry.items() if k != "epoch"}, step=epoch)
+                self._logged_epochs.add(epoch)
 
 
 def _find_runs(client: Any, experiment_id: str, tags: Mapping[str, str | None]) -> list[Any]:

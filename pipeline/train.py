@@ -35,7 +35,7 @@ def plan(config: ProjectConfig, specs: Sequence[ExperimentSpec],
     todo, done = [], []
     for spec in specs:
         run_dir = runs_dir / spec.name
-        state = rundir.run_state(run_dir, spec.fingerprint(config.input))
+        state = rundir.run_state(run_dir, config.fingerprint(spec))
         if state == "done":
             done.append(spec)
             continue

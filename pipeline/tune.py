@@ -183,26 +183,30 @@ def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
     config = load_config(job.params_path, job.profile)
     spec = config.experiment(trial_config["experiment"])
     run_dir = Path(job.runs_dir) / spec.name
-    fingerprint = spec.fingerprint(config.input)
-    rundir.prepare(run_dir, spec, config.input)
+    fingerprint = config.fingerprint(spec)
+    rundir.prepare(run_dir, spec, fingerprint)
     _restore_from_tune(run_dir, fingerprint)
 
     reporter = _TuneReporter(fingerprint)
-    tracker = TrialTracker(job.tracking, spec, config.input) if job.tracking else None
+    tracker = (TrialTracker(job.tracking, spec, config.input, fingerprint=fingerprint)
+               if job.tracking else None)
     callbacks: list[Any] = [reporter]
     if tracker is not None:
         tracker.start()
         callbacks.append(tracker)
     t0 = time.perf_counter()
     try:
-        train_experiment(config, spec, run_dir, callbacks=callbacks, resume=True)
+        result = train_experiment(config, spec, run_dir, callbacks=callbacks, resume=True)
     except BaseException:
         if tracker is not None:
             tracker.finish(run_dir, ok=False)
         raise
+    if result.resumed_from:
+        log.info("%s: resumed from epoch %d", spec.name, result.resumed_from)
     # seconds of this attempt only (a resumed trial's earlier attempts are not counted)
     seconds = time.perf_counter() - t0
-    done = rundir.mark_done(run_dir, spec, config.input, epochs=spec.train.epochs, seconds=seconds)
+    done = rundir.mark_done(run_dir, spec, fingerprint, epochs=spec.train.epochs, seconds=seconds,
+                            resumed_from=result.resumed_from)
     if tracker is not None:
         tracker.finish(run_dir, ok=True)
     with tempfile.TemporaryDirectory(prefix="ddrn-final-") as tmp:

@@ -130,7 +130,7 @@ class BatchAugment:
         for i in np.argsort(index, kind="stable").tolist():  # store order: sequential memmap reads
             src = store[index[i]]                                         # (h, w, 3) view
             if flip[i]:
-                src = src[:, ::-1]  # flip before pad+crop (padding is symmetric, so order is free)
+                src = src[:, ::-1]  # flip first, then pad and crop, as TransReID
             self._window(src, out[i], oy[i], ox[i])
         x = torch.from_numpy(out)
         if (h, w) != (self.cfg.height, self.cfg.width):

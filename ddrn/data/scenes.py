@@ -38,7 +38,7 @@ def random_camera(rng: np.random.Generator) -> Camera:
     muted = lambda: np.clip(rng.uniform(0.2, 0.75, 3) * rng.uniform(0.7, 1.1), 0, 1)  # noqa: E731
     return Camera(wall=muted().astype(np.float32), floor=muted().astype(np.float32),
                   horizon=float(rng.uniform(0.5, 0.8)), panel=float(rng.uniform(6, 20)),
-                  gain=(rng.uniform(0.75, 1.2, 3) * rng.uniform(0.75, 1.15)).astype(np.float32),
+                  gain=(rng.uniform(0.9, 1.1, 3) * rng.uniform(0.8, 1.1)).astype(np.float32),
                   noise=float(rng.uniform(0.01, 0.04)), blur=bool(rng.random() < 0.4),
                   views=rng.dirichlet([2.0, 2.0, 1.5]))
 

@@ -69,7 +69,7 @@ def test_train_resume_and_evaluate(project: tuple[ProjectConfig, Path], variant:
 
     doc = evaluate_experiment(config, spec, run_dir, root / "eval" / spec.name, root / "packed")
     assert doc["experiment"] == spec.name and doc["variant"] == variant
-    assert doc["fingerprint"] == spec.fingerprint(config.input)
+    assert doc["fingerprint"] == config.fingerprint(spec)
     assert set(doc["results"]) == {"occluded_duke", "occluded_duke/twin"}
     for res in doc["results"].values():
         assert {"R1", "R5", "R10", "mAP", "mINP", "num_query"} <= set(res)

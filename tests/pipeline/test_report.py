@@ -76,7 +76,7 @@ def project(tmp_path_factory: pytest.TempPathFactory):
         (paths.metrics).mkdir(parents=True, exist_ok=True)
         (paths.metrics / f"{spec.name}.json").write_text(json.dumps({
             "experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
-            "train_set": spec.train_set, "fingerprint": spec.fingerprint(config.input),
+            "train_set": spec.train_set, "fingerprint": config.fingerprint(spec),
             "results": results}))
         run_dir = paths.runs / spec.name
         run_dir.mkdir(parents=True)

@@ -48,7 +48,7 @@ def _summary(n: int = 12, max_epochs: int = 8) -> dict:
             "num_samples": n, "max_epochs": max_epochs, "grace_period": 2, "reduction_factor": 2,
             "space": SPACE, "base": {"margin_head": "hs_arcface", "sampling": "gumbel"},
             "duration_s": 12.0, "num_nodes": 1, "best": trials[-1], "trials": trials,
-            "best_params_file": "reports/sweep_best_params.yaml",
+            "best_params_file": "sweep_best_params.yaml",
             "dvc_command": "dvc exp run -S '++variants.ddrn.loss.k=5'"}
 
 

@@ -51,13 +51,14 @@ def test_stage_and_trial_runs_roundtrip(mlflow_server: tracking.MlflowServer, tm
     (run_dir / "model.pt").write_bytes(b"weights")
 
     with tracking.stage_run(cfg, tmp_path, "train", "t") as stage:
-        tracker = tracking.TrialTracker(stage.target(), spec, config.input)
+        fingerprint = config.fingerprint(spec)
+        tracker = tracking.TrialTracker(stage.target(), spec, config.input, fingerprint)
         trial_id = tracker.start()
         tracker.on_epoch_end(1, {"loss": 2.0, "lr": 0.1}, None)
         tracker.on_epoch_end(2, {"loss": 1.0, "lr": 0.05}, None)
         tracker.finish(run_dir, ok=True)
         # A retried trial of the same stage invocation reopens the same run.
-        again = tracking.TrialTracker(stage.target(), spec, config.input)
+        again = tracking.TrialTracker(stage.target(), spec, config.input, fingerprint)
         assert again.start() == trial_id
         again.finish(run_dir, ok=True)
 
@@ -68,7 +69,7 @@ def test_stage_and_trial_runs_roundtrip(mlflow_server: tracking.MlflowServer, tm
     assert trial.data.tags["mlflow.parentRunId"] == stage.run_id
     assert trial.data.tags["experiment"] == spec.name
     assert trial.data.params["model.embedding_space"] == "True"
-    assert trial.data.params["fingerprint"] == spec.fingerprint(config.input)
+    assert trial.data.params["fingerprint"] == config.fingerprint(spec)
     history = client.get_metric_history(trial_id, "loss")
     assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.0)]
     artifacts = {a.path for a in client.list_artifacts(trial_id)}
@@ -76,7 +77,7 @@ def test_stage_and_trial_runs_roundtrip(mlflow_server: tracking.MlflowServer, tm
     assert [a.path for a in client.list_artifacts(trial_id, "checkpoint")] == ["checkpoint/model.pt"]
 
     # Final metrics from the evaluate stage land in the trial's run, once.
-    doc = {"experiment": spec.name, "fingerprint": spec.fingerprint(config.input),
+    doc = {"experiment": spec.name, "fingerprint": config.fingerprint(spec),
            "results": {"occluded_duke": {"R1": 50.0, "mAP": 40.0, "num_query": 10},
                        "occluded_duke/twin": {"R1": 60.0}}}
     assert tracking.log_evaluation(cfg, tmp_path, doc) == trial_id

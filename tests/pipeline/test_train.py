@@ -42,13 +42,13 @@ def test_plan_skips_done_resumes_partial_and_clears_stale(tmp_path: Path) -> Non
     base, ddrn = config.experiments_list()[1], config.experiments_list()[0]
     assert (base.variant, ddrn.variant) == ("vit_baseline", "ddrn")
     runs = tmp_path / "runs"
-    rundir.prepare(runs / base.name, base, config.input)
-    rundir.mark_done(runs / base.name, base, config.input, epochs=2, seconds=1.0)
+    rundir.prepare(runs / base.name, base, config.fingerprint(base))
+    rundir.mark_done(runs / base.name, base, config.fingerprint(base), epochs=2, seconds=1.0)
     todo, done = train.plan(config, [base, ddrn], runs)
     assert [s.name for s in done] == [base.name] and [s.name for s in todo] == [ddrn.name]
 
     # An unfinished run with the same settings is kept (it resumes) ...
-    rundir.prepare(runs / ddrn.name, ddrn, config.input)
+    rundir.prepare(runs / ddrn.name, ddrn, config.fingerprint(ddrn))
     (runs / ddrn.name / "checkpoints").mkdir()
     (runs / ddrn.name / "checkpoints" / "last.pt").write_bytes(b"x")
     train.plan(config, [ddrn], runs)
@@ -61,6 +61,29 @@ def test_plan_skips_done_resumes_partial_and_clears_stale(tmp_path: Path) -> Non
     todo, done = train.plan(changed, changed.experiments_list(), runs)
     assert [s.name for s in todo] == [ddrn.name] and [s.name for s in done] == [base.name]
     assert not (runs / ddrn.name).exists()
+
+    # Other training images (the synthetic set's config) retrain every experiment on that set,
+    # although the resolved recipe (ExperimentSpec.fingerprint) is the same.
+    raw = tiny_params()
+    raw["profiles"]["tiny"]["datasets"]["occluded_duke"]["synthetic"]["seed"] = 2
+    regenerated = config_from_dict(raw)
+    assert regenerated.experiment(base.name).fingerprint(regenerated.input) == \
+        base.fingerprint(config.input)
+    assert regenerated.fingerprint(regenerated.experiment(base.name)) != config.fingerprint(base)
+    todo, done = train.plan(regenerated, regenerated.experiments_list(), runs)
+    assert sorted(s.name for s in todo) == sorted([base.name, ddrn.name]) and not done
+
+
+def test_done_json_records_resume_and_attempts(tmp_path: Path) -> None:
+    config = config_from_dict(tiny_params())
+    spec = config.experiments_list()[0]
+    fp, run_dir = config.fingerprint(spec), tmp_path / spec.name
+    assert rundir.prepare(run_dir, spec, fp) == "empty"
+    assert rundir.prepare(run_dir, spec, fp) == "partial"  # a rerun after a kill
+    done = rundir.mark_done(run_dir, spec, fp, epochs=2, seconds=1.0, resumed_from=1)
+    assert json.loads((run_dir / "done.json").read_text()) == done
+    assert (done["fingerprint"], done["resumed_from"], done["attempts"]) == (fp, 1, 2)
+    assert rundir.run_state(run_dir, fp) == "done"
 
 
 def test_state_of_unknown_dir_is_stale(tmp_path: Path) -> None:
@@ -118,7 +141,7 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
     assert counts == {"trained": 2, "skipped": 0, "failed": 0}
     for spec in specs:
         done = json.loads((root / "runs" / spec.name / "done.json").read_text())
-        assert done["fingerprint"] == spec.fingerprint(config.input)
+        assert done["fingerprint"] == config.fingerprint(spec)
         assert (root / "runs" / spec.name / "model.pt").is_file()
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("tiny")

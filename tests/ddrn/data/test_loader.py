@@ -1,19 +1,33 @@
-from pathlib import Path
-
+import pytest
 import torch
 
 from ddrn.config import InputConfig, SyntheticConfig, TrainConfig
-from ddrn.data import generate_synthetic, load_dataset, make_train_loader, open_packed, pack_dataset
+from ddrn.data import (
+    PackedSplit,
+    TrainLoader,
+    generate_synthetic,
+    load_dataset,
+    make_train_loader,
+    open_packed,
+    pack_dataset,
+)
+
+INPUT = InputConfig(height=32, width=16, padding=2)
+TRAIN = TrainConfig(batch_size=8, num_instances=2, iters_per_epoch=5)
 
 
-def test_train_loader_batches(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> PackedSplit:
+    tmp = tmp_path_factory.mktemp("loader")
     cfg = SyntheticConfig(num_train_ids=6, num_test_ids=2, num_distractor_ids=0, images_per_id=4,
                           num_cameras=3, height=32, width=16, seed=1)
-    generate_synthetic("dukemtmc", cfg, tmp_path / "raw")
-    pack_dataset(load_dataset("dukemtmc", tmp_path / "raw"), tmp_path / "packed", 32, 16)
-    split = open_packed(tmp_path / "packed").splits["train"]
-    train = TrainConfig(batch_size=8, num_instances=2, iters_per_epoch=5)
-    loader = make_train_loader(split, train, InputConfig(height=32, width=16, padding=2), "cpu", 0)
+    generate_synthetic("dukemtmc", cfg, tmp / "raw")
+    pack_dataset(load_dataset("dukemtmc", tmp / "raw"), tmp / "packed", 32, 16)
+    return open_packed(tmp / "packed").splits["train"]
+
+
+def test_train_loader_batches(split: PackedSplit) -> None:
+    loader = make_train_loader(split, TRAIN, INPUT, "cpu", 0)
     batches = list(loader)
     assert len(batches) == len(loader) == 5
     images, pids, camids = batches[0]
@@ -21,6 +35,42 @@ def test_train_loader_batches(tmp_path: Path) -> None:
     assert pids.dtype == torch.int64 and camids.shape == (8,)
     assert (pids.view(4, 2) == pids.view(4, 2)[:, :1]).all()
     assert int(pids.max()) < 6
-    again = make_train_loader(split, train, InputConfig(height=32, width=16, padding=2), "cpu", 0)
+    again = make_train_loader(split, TRAIN, INPUT, "cpu", 0)
     first = next(iter(again))                                 # same seed: same batch, same pixels
     assert torch.equal(first[1], pids) and torch.equal(first[0], images)
+
+
+def _epoch(loader: TrainLoader, epoch: int) -> list[tuple[torch.Tensor, ...]]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def test_workers_give_the_same_batches_and_epochs_replay(split: PackedSplit) -> None:
+    inline = make_train_loader(split, TRAIN, INPUT, "cpu", 3, workers=0)
+    threaded = make_train_loader(split, TRAIN, INPUT, "cpu", 3, workers=2)
+    for epoch in (0, 1):
+        a, b = _epoch(inline, epoch), _epoch(threaded, epoch)
+        assert all(torch.equal(x, y) for ba, bb in zip(a, b, strict=True)
+                   for x, y in zip(ba, bb, strict=True))
+    assert not torch.equal(_epoch(inline, 0)[0][0], _epoch(inline, 1)[0][0])  # epochs differ
+    assert len(_epoch(threaded, 4)) == 5                      # resumed epoch: set_epoch replays
+
+
+def test_stopping_early_and_matching_the_store(split: PackedSplit) -> None:
+    loader = make_train_loader(split, TRAIN, INPUT, "cpu", 0, workers=2)
+    for i, _ in enumerate(loader):                            # leaves the pool cleanly
+        if i == 1:
+            break
+    before = split.images.copy()
+    plain = InputConfig(height=32, width=16, padding=0, flip_prob=0.0, erasing_prob=0.0)
+    loader = make_train_loader(split, TRAIN, plain, "cpu", 0)
+    images, pids, _ = next(iter(loader))
+    loader.sampler.set_epoch(0)
+    idx = next(iter(loader.sampler))                          # the indices of epoch 0, batch 0
+    # without random augmentation a batch is exactly the normalised store rows
+    expected = torch.from_numpy(split.images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.allclose(images, expected, atol=1e-6)
+    assert torch.equal(pids, torch.from_numpy(split.pids[idx]))
+    assert (split.images == before).all()
+    with pytest.raises(ValueError, match="workers"):
+        make_train_loader(split, TRAIN, INPUT, "cpu", 0, workers=-1)
