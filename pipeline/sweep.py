@@ -1,4 +1,4 @@
-"""``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA over the knobs of the paper's Fig. 6.
+"""``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA over the paper's Fig. 6 knobs.
 
 Each trial trains ``sweep.base_variant`` on ``sweep.train_set`` with a sampled codebook size x, Gumbel
 temperature tau, sub-centre count k, margin and scale, loss family (ArcFace / Sub-center ArcFace /
