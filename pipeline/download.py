@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".ddrn-source.json"
 ARCHIVE_DIR = Path("data/archives")
-GENERATOR_VERSION = 1  # bump when the synthetic generator's output changes
+GENERATOR_VERSION = 2  # bump when the synthetic generator's output changes
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
