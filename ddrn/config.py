@@ -640,10 +640,9 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
         check(spec.model, f"variants.{spec.variant}.model (applied to {prefix}.model)")
         check(spec.loss, f"variants.{spec.variant}.loss (applied to {prefix}.loss)")
     sweep = config.cfg.sweep
-    if config.cfg.experiments or sweep.space:
-        if sweep.base_variant not in config.variants:
-            raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
-                              f"{sweep.base_variant!r}")
+    if (config.cfg.experiments or sweep.space) and sweep.base_variant not in config.variants:
+        raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
+                          f"{sweep.base_variant!r}")
     if sweep.space and sweep.train_set not in config.cfg.datasets:
         raise ConfigError(f"{source}: {prefix}.sweep.train_set: dataset {sweep.train_set!r} is not "
                           f"in {prefix}.datasets; expected one of: "
@@ -711,7 +710,7 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             return tuple(_build(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
-        return tuple(_build(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_build(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if tp is Any:
         return value
     if tp is bool:
