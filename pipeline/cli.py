@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ddrn.config import ProjectConfig, load_config
-from ddrn.errors import DDRNError
+from ddrn.errors import DataError, DDRNError
 
 EXIT_USER_ERROR = 2
 
@@ -35,6 +35,20 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def load_params(args: argparse.Namespace) -> ProjectConfig:
     """The validated config named by ``--params``/``--profile``."""
     return load_config(args.params, args.profile)
+
+
+def selected_datasets(args: argparse.Namespace, config: ProjectConfig) -> list[str]:
+    """The datasets a per-dataset stage acts on: ``--dataset NAME`` or every one of the profile.
+
+    Raises:
+        DataError: ``--dataset`` names a dataset the profile does not declare.
+    """
+    names = [args.dataset] if args.dataset else list(config.datasets)
+    for name in names:
+        if name not in config.datasets:
+            raise DataError(f"{args.params}: --dataset {name!r} is not in profiles.{config.profile}"
+                            f".datasets; expected one of: {', '.join(config.datasets)}")
+    return names
 
 
 def run_stage(main: Callable[[Sequence[str] | None], int | None],

@@ -35,7 +35,7 @@ from pathlib import Path
 from ddrn.config import DatasetConfig
 from ddrn.data import generate_synthetic, load_dataset, save_dataset_grid
 from ddrn.errors import DataError
-from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.cli import base_parser, load_params, run_stage, selected_datasets
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write a picture grid of the occluded_duke set here (PNG)")
     args = parser.parse_args(argv)
     config = load_params(args)
-    names = [args.dataset] if args.dataset else list(config.datasets)
+    names = selected_datasets(args, config)
     for name in names:
-        if name not in config.datasets:
-            raise DataError(f"{args.params}: --dataset {name!r} is not in profiles.{config.profile}"
-                            f".datasets; expected one of: {', '.join(config.datasets)}")
         fetch_dataset(name, config.datasets[name], args.raw_dir / name)
     if args.grid is not None:
         grid_set = "occluded_duke" if "occluded_duke" in names else names[0]

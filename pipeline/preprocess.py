@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ddrn.data import load_dataset, pack_dataset
-from ddrn.errors import DataError
-from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.cli import base_parser, load_params, run_stage, selected_datasets
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="decoding threads")
     args = parser.parse_args(argv)
     config = load_params(args)
-    names = [args.dataset] if args.dataset else list(config.datasets)
-    for name in names:
-        if name not in config.datasets:
-            raise DataError(f"{args.params}: --dataset {name!r} is not in profiles.{config.profile}"
-                            f".datasets; expected one of: {', '.join(config.datasets)}")
+    for name in selected_datasets(args, config):
         preprocess_dataset(name, args.raw_dir / name, args.packed_dir / name,
                            config.input.height, config.input.width, args.threads)
     return 0
