@@ -639,6 +639,8 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
     for spec in config.experiments_list():
         check(spec.model, f"variants.{spec.variant}.model (applied to {prefix}.model)")
         check(spec.loss, f"variants.{spec.variant}.loss (applied to {prefix}.loss)")
+        check_codebook_fits(spec.model, spec.loss, f"{source}: variants.{spec.variant} (applied to "
+                            f"{prefix})")
     sweep = config.cfg.sweep
     if (config.cfg.experiments or sweep.space) and sweep.base_variant not in config.variants:
         raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
@@ -647,6 +649,22 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
         raise ConfigError(f"{source}: {prefix}.sweep.train_set: dataset {sweep.train_set!r} is not "
                           f"in {prefix}.datasets; expected one of: "
                           f"{', '.join(config.cfg.datasets) or '(none)'}")
+
+
+def check_codebook_fits(model: ModelConfig, loss: LossConfig, key: str) -> None:
+    """Reject more codebook vectors than dimensions when the orthogonal loss is on.
+
+    x vectors in D < x dimensions cannot be orthonormal, so Eq. 3 has a floor of
+    sqrt(x^2/D - x) > 0 and keeps pushing the codebook with a unit-norm gradient that never
+    vanishes (the paper's 128 codes in 768 dimensions respect this). Only checked when the width
+    is set explicitly; timm's backbones are at least 192 wide.
+    """
+    if (model.embedding_space and loss.orthogonal_weight > 0 and model.embed_dim is not None
+            and model.num_embeddings > model.embed_dim):
+        raise ConfigError(f"{key}: model.num_embeddings={model.num_embeddings} exceeds "
+                          f"model.embed_dim={model.embed_dim}; expected at most embed_dim codes "
+                          "when loss.orthogonal_weight > 0 (more vectors than dimensions cannot be "
+                          "orthonormal, Eq. 3)")
 
 
 def _with_overrides(base: Any, overrides: dict[str, Any], key: str, source: str) -> Any:

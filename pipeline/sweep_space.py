@@ -16,7 +16,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ddrn.config import ExperimentSpec, LossConfig, ModelConfig, ProjectConfig, SearchDim
+from ddrn.config import (
+    ExperimentSpec,
+    LossConfig,
+    ModelConfig,
+    ProjectConfig,
+    SearchDim,
+    check_codebook_fits,
+)
 from ddrn.errors import ConfigError
 
 METRIC = "mAP"
@@ -126,6 +133,7 @@ def apply_knobs(config: ProjectConfig, knobs: Mapping[str, Any], name: str) -> E
         spec.model.validate(f"{prefix} (model)")
         spec.loss.validate(f"{prefix} (loss)")
         spec.train.validate(f"{prefix} (train)")
+        check_codebook_fits(spec.model, spec.loss, f"{prefix} (knobs {dict(knobs)})")
     except ConfigError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
     return spec

@@ -123,6 +123,18 @@ def test_invalid_values_name_the_key(raw: dict, path: str, value, expected: str)
     assert message.startswith("params.yaml:")
 
 
+def test_codebook_larger_than_width_with_orthogonal_loss(raw: dict) -> None:
+    data = _mutate(raw, "profiles.demo.model.num_embeddings", 128)  # demo embed_dim is 64
+    message = _error(data)
+    assert "model.num_embeddings=128 exceeds model.embed_dim=64" in message
+    # Without the orthogonal loss the same codebook is allowed (variant 'es').
+    data["variants"] = {k: v for k, v in data["variants"].items() if k in ("es", "vit_baseline")}
+    data["profiles"]["demo"]["experiments"] = {
+        "only": {"train_set": "occluded_duke", "variants": ["es"], "seeds": [0]}}
+    data["profiles"]["demo"]["sweep"]["base_variant"] = "es"
+    assert config_from_dict(data).experiment("occluded_duke-es-s0").model.num_embeddings == 128
+
+
 def test_unknown_variant_in_experiments(raw: dict) -> None:
     data = _mutate(raw, "profiles.demo.experiments.ablation.variants", ["vit_baseline", "nope"])
     assert "unknown variant 'nope'" in _error(data)
