@@ -33,7 +33,8 @@ def build_model(model_cfg: ModelConfig, num_classes: int, num_cameras: int = 1,
     if num_classes < 1:
         raise ConfigError(f"build_model: num_classes must be >= 1, got {num_classes}")
     if model_cfg.arch == "resnet50":
-        return ResNetReID(num_classes, pretrained=model_cfg.resnet_pretrained)
+        return ResNetReID(num_classes, pretrained=model_cfg.resnet_pretrained,
+                          backbone=model_cfg.cnn_backbone)
     vit = build_vit(model_cfg, input_size)
     if model_cfg.pretrained is not None:
         load_vit_weights(vit, model_cfg.pretrained, model_cfg.backbone)
