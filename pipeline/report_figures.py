@@ -105,11 +105,13 @@ def codebook_cosine(codebooks: Mapping[str, Sequence[np.ndarray]], path: Path) -
     hi = max(float(d.max()) for d in dists.values())
     pad = max(0.05, 0.15 * (hi - lo))
     grid = np.linspace(max(0.0, lo - pad), min(2.0, hi + pad), 600)
-    for label, dist in dists.items():
-        if dist.std() < 1e-4:  # (near-)constant, e.g. untrained orthonormal codes: no density
-            ax.axvline(float(dist.mean()), label=f"{label} (all ≈ {dist.mean():.3f})")
+    for i, (label, dist) in enumerate(dists.items()):
+        color = f"C{i}"  # axvline and plot would otherwise both take the cycle's first colour
+        if dist.std() < 1e-4:  # (near-)constant, e.g. exactly orthonormal codes: no density
+            ax.axvline(float(dist.mean()), color=color, label=f"{label} (all ≈ {dist.mean():.3f})")
             continue
-        ax.plot(grid, gaussian_kde(dist)(grid), label=f"{label} (mean {dist.mean():.3f})")
+        ax.plot(grid, gaussian_kde(dist)(grid), color=color,
+                label=f"{label} (mean {dist.mean():.3f}, std {dist.std():.3f})")
     ax.set_xlabel("cosine distance between code vectors (1 − cos)")
     ax.set_ylabel("density")
     ax.set_title("Fig. 3: Embedding Space code vectors, with vs without the orthogonal loss")

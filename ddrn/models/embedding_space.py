@@ -26,10 +26,13 @@ Choices the paper leaves open, made here:
 * **Precision.** Logits, noise and softmax run in fp32 with autocast off (tau = 0.1 multiplies
   the logits by 10, and fp16 Gumbel noise is a known NaN source); the Exp(1) draw behind the
   noise is clamped away from 0, so its logarithm is finite.
-* **Initialisation.** Orthonormal rows (``nn.init.orthogonal_``; orthonormal columns when
-  x > D), i.e. the minimiser of the orthogonal loss (Eq. 3), at the scale of a LayerNorm'd
-  token's direction. Block N starts with a LayerNorm, so the code scale only sets how sharp
-  the surrogate softmax is, not what block N sees.
+* **Initialisation.** Random Gaussian rows with std 1/sqrt(D), so each row has norm ~1 (the
+  scale of a LayerNorm'd token's direction) and the rows are *not* orthogonal to start with
+  (cosines ~ N(0, 1/D)). The paper adds the orthogonal loss "to ensure that these discrete
+  vectors span the entire feature space" (sec. 1) and shows in Fig. 3 what it changes; an
+  orthonormal initialisation would start at the loss's minimum and hide exactly that effect
+  (Table 2, index 1 vs 3). Block N starts with a LayerNorm, so the code scale only sets how
+  sharp the surrogate softmax is, not what block N sees.
 * **Compile-friendly.** No ``.item()``, no host syncs, no data-dependent Python branches; the only
   branch is on ``self.training``. Code usage statistics live in :meth:`EmbeddingSpace.usage`,
   called outside the forward pass.
@@ -69,7 +72,7 @@ class EmbeddingSpace(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.orthogonal_(self.weight)
+        nn.init.normal_(self.weight, std=self.dim ** -0.5)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.dim}, tau={self.tau}, sampling={self.sampling}"
