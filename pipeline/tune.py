@@ -77,6 +77,9 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[dict[str, float]]:
     """
     import ray
 
+    # Short trials that checkpoint every epoch trip Tune's "snapshotting may become a bottleneck"
+    # warning dozens of times per run; it is harmless here and buries the progress lines.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
