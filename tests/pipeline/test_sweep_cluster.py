@@ -141,7 +141,10 @@ def test_sweep_survives_a_killed_trial_worker(tmp_path: Path, ray_cluster: str,
     params = write_tiny_project(tmp_path, mlflow_server.uri, num_samples=4, max_epochs=4,
                                 grace_period=4)
     text = params.read_text().replace("iters_per_epoch: 2", "iters_per_epoch: 300")
-    params.write_text(text)
+    # Its own sweep name: the slow --resume test in test_sweep.py runs the same settings against
+    # the same session-wide MLflow server, and the parent run is found by this name.
+    assert text.count("name: tiny\n") == 1
+    params.write_text(text.replace("name: tiny\n", "name: tiny-kill\n"))
     log = open(tmp_path / "sweep.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(_sweep_cmd(tmp_path, params), env=_env(ray_cluster, mlflow_server.uri),
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
