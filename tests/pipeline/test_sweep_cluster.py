@@ -179,4 +179,4 @@ def test_sweep_survives_a_killed_trial_worker(tmp_path: Path, ray_cluster: str,
     assert victim["epochs"] == 4 and victim["resumed_from_epoch"] >= 1  # resumed, not restarted
     assert [e for e, _ in victim["curve"]] == [1, 2, 3, 4]
     runs = _nested_runs(mlflow_server.uri, summary["name"])
-    assert {r.data.tags["experiment"] for r in runs} == {f"sweep-tiny-{t}" for t in trials}
+    assert {r.data.tags["experiment"] for r in runs} == {f"sweep-tiny-kill-{t}" for t in trials}
