@@ -3,7 +3,7 @@
 A checkpoint is one ``torch.save`` dict holding everything that determines the rest of the run:
 model, criterion (margin-head centres), optimizer, lr schedule, AMP grad scaler, the number of
 finished epochs, the history so far and every random state (torch CPU/CUDA, numpy, python, and
-the training loader's own generators). Restoring it and training on gives the same weights as an
+a loader's own state when it keeps one). Restoring it and training on gives the same weights as an
 uninterrupted run.
 
 It is written to a temporary file in the same folder, flushed to disk and renamed over the old
@@ -130,25 +130,17 @@ def restore_rng(state: dict[str, Any], loader: Any = None) -> None:
 
 
 def _loader_state(loader: Any) -> dict[str, Any]:
-    """The loader's own generators. Uses ``loader.state_dict()`` when it has one; otherwise the
-    augmentation generators of :class:`ddrn.data.TrainLoader` (its sampler is reseeded from the
-    epoch number, so it needs no state)."""
-    if loader is None:
+    """A loader's own state, for loaders that keep one (``state_dict()``).
+
+    :class:`ddrn.data.TrainLoader` keeps none: its sampler and every batch's augmentation are
+    seeded from (seed, epoch, batch), and ``fit`` calls ``set_epoch`` before each epoch, so a
+    resumed epoch replays exactly without saving anything here.
+    """
+    if loader is None or not hasattr(loader, "state_dict"):
         return {}
-    if hasattr(loader, "state_dict"):
-        return {"state_dict": loader.state_dict()}
-    gens = getattr(getattr(loader, "augment", None), "_generators", None) or {}
-    return {"augment": {dev: g.get_state() for dev, g in gens.items()}}
+    return {"state_dict": loader.state_dict()}
 
 
 def _restore_loader_state(loader: Any, state: dict[str, Any]) -> None:
-    if loader is None or not state:
-        return
-    if "state_dict" in state and hasattr(loader, "load_state_dict"):
+    if loader is not None and "state_dict" in state and hasattr(loader, "load_state_dict"):
         loader.load_state_dict(state["state_dict"])
-        return
-    augment = getattr(loader, "augment", None)
-    for dev, gen_state in state.get("augment", {}).items():
-        gen = augment._gen(torch.device(dev))  # creates the seeded generator, then overwrite it
-        if gen is not None:
-            gen.set_state(gen_state.cpu() if torch.device(dev).type == "cpu" else gen_state)
