@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from ddrn.config import ExperimentSpec, ProjectConfig
-from ddrn.data import PackedSplit, make_train_loader, open_packed
+from ddrn.data import PackedDataset, PackedSplit, TrainLoader, make_train_loader, open_packed
 from ddrn.engine import TrainResult, fit
 from ddrn.engine.checkpoint import atomic_save, load_module_state, read_state_file
 from ddrn.engine.trainer import EpochCallback
@@ -56,6 +57,32 @@ def build_experiment_model(config: ProjectConfig, spec: ExperimentSpec, num_clas
                        input_size=(config.input.height, config.input.width))
 
 
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Everything :func:`~ddrn.engine.fit` needs for one experiment, built from the config."""
+
+    packed: PackedDataset
+    device: torch.device
+    model: nn.Module
+    criterion: nn.Module
+    loader: TrainLoader
+
+
+def prepare_training(config: ProjectConfig, spec: ExperimentSpec,
+                     packed_root: str | Path = PACKED_ROOT) -> TrainingSetup:
+    """Open ``<packed_root>/<train_set>`` and build the seeded model, criterion and loader.
+
+    Shared by :func:`train_experiment` and the sweep's trials, which need the model for their
+    per-epoch scoring callback before training starts.
+    """
+    packed = open_packed(Path(packed_root) / spec.train_set)
+    device = resolve_device(spec.train.device)
+    model = build_experiment_model(config, spec, packed.num_classes, packed.num_cameras).to(device)
+    criterion = build_criterion(spec.loss, model.feature_dim, packed.num_classes).to(device)
+    loader = make_train_loader(packed.splits["train"], spec.train, config.input, device, spec.seed)
+    return TrainingSetup(packed, device, model, criterion, loader)
+
+
 def train_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
                      callbacks: Sequence[EpochCallback] = (), resume: bool = True,
                      packed_root: str | Path = PACKED_ROOT) -> TrainResult:
@@ -65,14 +92,10 @@ def train_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str |
     model ``state_dict``) at the end.
     """
     run_dir = Path(run_dir)
-    packed = open_packed(Path(packed_root) / spec.train_set)
-    device = resolve_device(spec.train.device)
-    model = build_experiment_model(config, spec, packed.num_classes, packed.num_cameras).to(device)
-    criterion = build_criterion(spec.loss, model.feature_dim, packed.num_classes).to(device)
-    loader = make_train_loader(packed.splits["train"], spec.train, config.input, device, spec.seed)
-    result = fit(model, criterion, loader, spec.train, run_dir, device, callbacks=callbacks,
-                 resume=resume, seed=spec.seed)
-    atomic_save(model.state_dict(), run_dir / "model.pt")
+    setup = prepare_training(config, spec, packed_root)
+    result = fit(setup.model, setup.criterion, setup.loader, spec.train, run_dir, setup.device,
+                 callbacks=callbacks, resume=resume, seed=spec.seed)
+    atomic_save(setup.model.state_dict(), run_dir / "model.pt")
     return result
 
 

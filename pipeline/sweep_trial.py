@@ -106,13 +106,10 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     import socket
 
     import ray
-    import torch
     from ray import tune
 
-    from ddrn.data import make_train_loader, open_packed
-    from ddrn.engine import fit, seed_everything
-    from ddrn.losses import build_criterion
-    from ddrn.models import build_model
+    from ddrn.engine import fit
+    from pipeline.experiment import prepare_training
 
     trial_id = tune.get_context().get_trial_id()
     config = ctx.config
@@ -120,13 +117,8 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     scratch = Path(ctx.runs_root) if ctx.runs_root else Path(tempfile.gettempdir()) / "ddrn-sweep"
     run_dir = scratch / trial_id
     resumed_from = _restore_checkpoint(tune.get_checkpoint(), run_dir / "checkpoints")
-    packed = open_packed(Path(ctx.data_root) / spec.train_set)
-    device = torch.device(_device_name(spec.train.device))
-    seed_everything(spec.seed)  # the model's initial weights depend on it
-    model = build_model(spec.model, packed.num_classes, packed.num_cameras,
-                        input_size=(config.input.height, config.input.width)).to(device)
-    criterion = build_criterion(spec.loss, model.feature_dim, packed.num_classes).to(device)
-    loader = make_train_loader(packed.splits["train"], spec.train, config.input, device, spec.seed)
+    setup = prepare_training(config, spec, ctx.data_root)
+    packed, device, model = setup.packed, setup.device, setup.model
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
     tracker = TrialTracker(ctx.tracking, spec, config.input) if ctx.tracking else None
@@ -135,7 +127,7 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     try:
         if tracker is not None:
             tracker.start()
-        fit(model, criterion, loader, spec.train, run_dir, device,
+        fit(model, setup.criterion, setup.loader, spec.train, run_dir, device,
             callbacks=tuple(c for c in (tracker, reporter) if c is not None),
             resume=resumed_from > 0, seed=spec.seed)
         ok = True
@@ -169,13 +161,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _device_name(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
