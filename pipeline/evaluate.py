@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.experiment import PACKED_ROOT, evaluate_experiment
@@ -43,10 +43,7 @@ def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: P
 
 def write_metrics(path: Path, doc: dict[str, Any]) -> None:
     """Write a metrics document atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,12 +17,12 @@ retrains only that variant's experiments.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec
 
 RunState = Literal["done", "partial", "stale", "empty"]
@@ -42,10 +42,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
     """Write atomically (temp file + rename), so a kill never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def run_state(run_dir: Path, fingerprint: str) -> RunState:

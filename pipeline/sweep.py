@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import ProjectConfig
 from ddrn.errors import ConfigError, DataError
 from pipeline.cli import base_parser, load_params, run_stage
@@ -237,19 +238,13 @@ def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path)
               f"mAP {best.get(METRIC)} % on {summary['train_set']} after {best.get('epochs')} "
               f"epochs.\n# Paste the variant into params.yaml, or run it as a DVC experiment:\n"
               f"#   {command}\n")
-    _atomic_write(best_path, header + yaml.safe_dump(
+    atomic_write_text(best_path, header + yaml.safe_dump(
         best_params_document(config, knobs), sort_keys=False) if knobs else header)
     summary = {**summary, "best_params_file": best_path.name, "dvc_command": command}
     trials_path = out_dir / "sweep_trials.json"
-    _atomic_write(trials_path, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(trials_path, json.dumps(summary, indent=2) + "\n")
     report = write_report(trials_path, out_dir)
     return SweepOutcome(trials_path, best_path, report, best, command)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

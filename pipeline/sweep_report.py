@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import SearchDim
 from ddrn.errors import DataError
 from pipeline.cli import base_parser, run_stage
@@ -275,11 +276,7 @@ def write_report(trials_path: Path, out_dir: Path) -> Path:
     figures = [plot_fig6(summary, out_dir / "figures" / "sweep_fig6.png"),
                plot_asha(summary, out_dir / "figures" / "sweep_asha.png")]
     md = render_markdown(summary, param_importances(summary), figures, out_dir)
-    path = out_dir / "sweep.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(md)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(out_dir / "sweep.md", md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

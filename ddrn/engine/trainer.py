@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import TrainConfig
 from ddrn.engine.checkpoint import (
     capture_rng,
@@ -242,10 +242,7 @@ def _codebook_size(model: nn.Module) -> int | None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
 
 
 def _log_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
