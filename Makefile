@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
-export RAY_AUTH_MODE ?= disabled
+# No RAY_AUTH_MODE here: a private local Ray then gets Ray's token auth by default (it listens on
+# all interfaces), and a cluster keeps its own mode. Only the tests turn auth off (loopback Ray).
+TEST_ENV := RAY_AUTH_MODE=disabled
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install reproduce test test-all lint bench clean-venv
@@ -26,10 +28,10 @@ reproduce: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
 
 test: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest
+	$(TEST_ENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest
 
 test-all: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -m "slow or not slow"
+	$(TEST_ENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ddrn pipeline tests benchmarks

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -644,6 +646,8 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
         check(spec.loss, f"variants.{spec.variant}.loss (applied to {prefix}.loss)")
         check_codebook_fits(spec.model, spec.loss, f"{source}: variants.{spec.variant} (applied to "
                             f"{prefix})")
+        check_orthogonal_needs_codebook(spec.model, spec.loss, f"{source}: variants."
+                                        f"{spec.variant} (applied to {prefix})")
     sweep = config.cfg.sweep
     if (config.cfg.experiments or sweep.space) and sweep.base_variant not in config.variants:
         raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
@@ -668,6 +672,15 @@ def check_codebook_fits(model: ModelConfig, loss: LossConfig, key: str) -> None:
                           f"model.embed_dim={model.embed_dim}; expected at most embed_dim codes "
                           "when loss.orthogonal_weight > 0 (more vectors than dimensions cannot be "
                           "orthonormal, Eq. 3)")
+
+
+def check_orthogonal_needs_codebook(model: ModelConfig, loss: LossConfig, key: str) -> None:
+    """The orthogonal loss (Eq. 3) acts on the Embedding Space's codebook: without one it has
+    nothing to regularise, and building the criterion would fail inside every training trial."""
+    if loss.orthogonal_weight > 0 and not model.embedding_space:
+        raise ConfigError(f"{key}: loss.orthogonal_weight={loss.orthogonal_weight} needs an "
+                          "Embedding Space; expected model.embedding_space: true or "
+                          "loss.orthogonal_weight: 0")
 
 
 def _with_overrides(base: Any, overrides: dict[str, Any], key: str, source: str) -> Any:
@@ -743,14 +756,22 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads `3e-3` as a string; YAML 1.2 a float
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
+"""A number in exponent notation without a dot (``3e-3``): a float in YAML 1.2, a string in 1.1."""
 
 
 def _type_name(tp: Any) -> str:

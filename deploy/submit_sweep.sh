@@ -5,7 +5,9 @@
 #
 # Env: RAY_ADDRESS (the job API, default http://127.0.0.1:8265), RAY_AUTH_MODE/RAY_AUTH_TOKEN
 # (must match the cluster), SHARED (the path every node mounts, default /mnt/shared),
-# MLFLOW_TRACKING_URI (default http://mlflow:5000), PROFILE (default: params.yaml's profile).
+# MLFLOW_TRACKING_URI (default http://mlflow:5000), MLFLOW_TRACKING_USERNAME/PASSWORD (the
+# server's basic auth; default admin and /mnt/shared/mlflow_admin_password), PROFILE (default:
+# params.yaml's profile).
 # The working dir (this repository, minus .gitignore'd paths: no data, no checkpoints) is
 # uploaded; the packed data must already be on the shared mount (`dvc pull` there once).
 set -euo pipefail
@@ -15,6 +17,10 @@ cd "$(dirname "$0")/.."
 : "${RAY_AUTH_MODE:=token}"
 : "${SHARED:=/mnt/shared}"
 : "${MLFLOW_TRACKING_URI:=http://mlflow:5000}"
+: "${MLFLOW_TRACKING_USERNAME:=admin}"
+if [[ -z "${MLFLOW_TRACKING_PASSWORD:-}" && -r "$SHARED/mlflow_admin_password" ]]; then
+  MLFLOW_TRACKING_PASSWORD=$(cat "$SHARED/mlflow_admin_password")
+fi
 export RAY_ADDRESS RAY_AUTH_MODE
 
 profile_args=()
@@ -24,7 +30,9 @@ if [[ -n "${PROFILE:-}" ]]; then profile_args=(--profile "$PROFILE"); fi
 # sys.path, so ddrn/ and pipeline/ import without an install.
 runtime_env=$(cat <<JSON
 {"env_vars": {"MLFLOW_TRACKING_URI": "$MLFLOW_TRACKING_URI", "TUNE_GLOBAL_CHECKPOINT_S": "5",
-              "RAY_AUTH_MODE": "$RAY_AUTH_MODE"}}
+              "RAY_AUTH_MODE": "$RAY_AUTH_MODE",
+              "MLFLOW_TRACKING_USERNAME": "$MLFLOW_TRACKING_USERNAME",
+              "MLFLOW_TRACKING_PASSWORD": "${MLFLOW_TRACKING_PASSWORD:-}"}}
 JSON
 )
 

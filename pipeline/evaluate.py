@@ -20,18 +20,24 @@ from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.experiment import PACKED_ROOT, evaluate_experiment
+from pipeline.preflight import check_experiments
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: Path,
              eval_dir: Path, metrics_dir: Path, packed_root: Path = PACKED_ROOT,
-             track: bool = True) -> list[dict[str, Any]]:
-    """Evaluate ``specs``; writes the eval files and ``metrics/<exp>.json``, returns the docs."""
+             track: bool = True, allow_partial: bool = False) -> list[dict[str, Any]]:
+    """Evaluate ``specs``; writes the eval files and ``metrics/<exp>.json``, returns the docs.
+
+    Only finished runs are evaluated unless ``allow_partial`` (then an unfinished run's last
+    checkpoint is, and its metrics document says ``"partial": true``).
+    """
+    check_experiments(config, specs, packed_root, train=False, test=True)
     docs = []
     for spec in specs:
         doc = evaluate_experiment(config, spec, runs_dir / spec.name, eval_dir / spec.name,
-                                  packed_root)
+                                  packed_root, allow_partial)
         write_metrics(metrics_dir / f"{spec.name}.json", doc)
         docs.append(doc)
         if track:
@@ -55,27 +61,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
     parser.add_argument("--packed-root", type=Path, default=PACKED_ROOT)
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="also evaluate unfinished runs (their last checkpoint); their metrics "
+                             "are marked partial")
     args: argparse.Namespace = parser.parse_args(argv)
     config = load_params(args)
     specs = ([config.experiment(n) for n in args.experiment] if args.experiment
              else config.experiments_list())
     if args.no_tracking:
         docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
-                        args.packed_root, track=False)
+                        args.packed_root, track=False, allow_partial=args.allow_partial)
     else:
         from pipeline.tracking import stage_run
 
         with stage_run(config.tracking, Path.cwd(), "evaluate", config.profile) as run:
             docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
-                            args.packed_root, track=run is not None)
+                            args.packed_root, track=run is not None,
+                            allow_partial=args.allow_partial)
             if run is not None:
                 run.log_params({"experiments": len(specs)})
                 for doc in docs:
                     run.log_artifact(args.metrics_dir / f"{doc['experiment']}.json", "metrics")
     for doc in docs:
         for test_set, res in doc["results"].items():
+            partial = (f"  PARTIAL (epoch {doc['epochs_trained']} of {doc['epochs']})"
+                       if doc.get("partial") else "")
             print(f"{doc['experiment']:40s} {test_set:24s} R1 {res['R1']:5.1f}  mAP {res['mAP']:5.1f}"
-                  f"  mINP {res['mINP']:5.1f}")
+                  f"  mINP {res['mINP']:5.1f}{partial}")
     return 0
 
 

@@ -24,7 +24,8 @@ from torch import nn
 from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset, PackedSplit, TrainLoader, make_train_loader, open_packed
 from ddrn.engine import TrainResult, fit
-from ddrn.engine.checkpoint import atomic_save, load_module_state, read_state_file
+from ddrn.engine.checkpoint import load_module_state, read_state_file
+from ddrn.engine.provenance import check_provenance, load_weights, provenance, save_weights
 from ddrn.engine.trainer import EpochCallback
 from ddrn.errors import CheckpointError, ConfigError
 from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
@@ -89,32 +90,51 @@ def train_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str |
     """Train one experiment on ``<packed_root>/<train_set>``; resumes from ``run_dir`` by default.
 
     Writes ``checkpoints/last.pt`` and ``history.json`` as it goes and ``model.pt`` (the final
-    model ``state_dict``) at the end.
+    model ``state_dict`` with its provenance, :mod:`ddrn.engine.provenance`) at the end. A resume
+    refuses a checkpoint of another experiment or fingerprint.
     """
     run_dir = Path(run_dir)
     setup = prepare_training(config, spec, packed_root)
+    owner = (spec.name, config.fingerprint(spec))
     result = fit(setup.model, setup.criterion, setup.loader, spec.train, run_dir, setup.device,
-                 callbacks=callbacks, resume=resume, seed=spec.seed)
-    atomic_save(setup.model.state_dict(), run_dir / "model.pt")
+                 callbacks=callbacks, resume=resume, seed=spec.seed, owner=owner)
+    save_weights(run_dir / "model.pt", setup.model.state_dict(),
+                 provenance(*owner, spec.train.epochs, spec.train.epochs, finished=True))
     return result
 
 
 def load_trained_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path,
-                       packed_root: Path, device: torch.device) -> nn.Module:
-    """The trained model of ``run_dir`` (``model.pt``, else the last checkpoint)."""
+                       packed_root: Path, device: torch.device,
+                       allow_partial: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of ``run_dir`` and the provenance of its weights.
+
+    Only a finished run's ``model.pt`` of this experiment and fingerprint is used; with
+    ``allow_partial`` an unfinished run's last checkpoint is used instead (its provenance says
+    ``finished: False`` and the epoch it reached).
+
+    Raises:
+        CheckpointError: no weights, foreign/stale weights, or an unfinished run (without
+            ``allow_partial``); one line naming the file.
+    """
     train = open_packed(packed_root / spec.train_set)
     model = build_experiment_model(config, spec, train.num_classes, train.num_cameras)
+    fingerprint = config.fingerprint(spec)
     path = run_dir / "model.pt"
+    last = run_dir / "checkpoints" / "last.pt"
     if path.is_file():
-        state = read_state_file(path)
-    elif (run_dir / "checkpoints" / "last.pt").is_file():
-        path = run_dir / "checkpoints" / "last.pt"
-        state = read_state_file(path)["model"]
+        state, record = load_weights(path, spec.name, fingerprint)
+    elif last.is_file():
+        ckpt = read_state_file(last)
+        record = check_provenance(last, ckpt.get("provenance") if isinstance(ckpt, dict) else None,
+                                  spec.name, fingerprint, require_finished=not allow_partial)
+        state, path = ckpt["model"], last
+        log.warning("%s: evaluating UNFINISHED weights (epoch %s of %s), marked partial",
+                    spec.name, record.get("epoch"), record.get("epochs"))
     else:
         raise CheckpointError(f"{path}: trained model not found; expected the output of "
                               f"`python -m pipeline.train --experiment {spec.name}`")
     load_module_state(model, state, path, "model")
-    return model.to(device)
+    return model.to(device), record
 
 
 def evaluate_split(model: nn.Module, config: ProjectConfig, query: PackedSplit,
@@ -138,16 +158,18 @@ def evaluate_split(model: nn.Module, config: ProjectConfig, query: PackedSplit,
 
 
 def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
-                        eval_dir: str | Path, packed_root: str | Path = PACKED_ROOT) -> dict:
+                        eval_dir: str | Path, packed_root: str | Path = PACKED_ROOT,
+                        allow_partial: bool = False) -> dict:
     """Evaluate a trained experiment on each of its test sets.
 
     Writes ``<eval_dir>/<test_set>.npz`` per test set (float16 features, top-10 ranked gallery
     indices, pids, camids, occluded flags; ``twin_*`` arrays too when the set has twins) and
-    returns the ``metrics/<exp>.json`` document.
+    returns the ``metrics/<exp>.json`` document. Weights of an unfinished run are refused unless
+    ``allow_partial``; then the document says ``"partial": true`` and the epochs trained.
     """
     run_dir, eval_dir, packed_root = Path(run_dir), Path(eval_dir), Path(packed_root)
     device = resolve_device(spec.train.device)
-    model = load_trained_model(config, spec, run_dir, packed_root, device)
+    model, record = load_trained_model(config, spec, run_dir, packed_root, device, allow_partial)
     results: dict[str, dict[str, float]] = {}
     for test_set in spec.test_sets:
         packed = open_packed(packed_root / test_set)
@@ -170,9 +192,13 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
         log.info("%s on %s: %s", spec.name, test_set, _fmt(results[test_set]))
         if f"{test_set}/twin" in results:
             log.info("%s on %s twins: %s", spec.name, test_set, _fmt(results[f"{test_set}/twin"]))
-    return {"experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
-            "train_set": spec.train_set, "fingerprint": config.fingerprint(spec),
-            "results": results}
+    doc = {"experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
+           "train_set": spec.train_set, "fingerprint": config.fingerprint(spec),
+           "results": results}
+    if not record.get("finished"):
+        doc.update(partial=True, epochs_trained=int(record.get("epoch", 0)),
+                   epochs=int(record.get("epochs", spec.train.epochs)))
+    return doc
 
 
 def _split_arrays(prefix: str, split: PackedSplit, features: torch.Tensor) -> dict[str, np.ndarray]:

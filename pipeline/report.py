@@ -82,24 +82,47 @@ def load_history(run_dir: Path) -> list[dict[str, Any]]:
     return [e for e in value if isinstance(e, dict)]
 
 
-def load_codebook(run_dir: Path) -> np.ndarray | None:
-    """The Embedding Space weight (x, D) of a trained model, or ``None`` if it has none."""
-    import torch
+def load_codebook(run_dir: Path, experiment: str, fingerprint: str) -> np.ndarray | None:
+    """The Embedding Space weight (x, D) of a trained model, or ``None`` if it has none.
+
+    ``model.pt`` is read weights-only and must be ``experiment``'s finished weights at
+    ``fingerprint`` (:func:`ddrn.engine.provenance.load_weights`), else a one-line error.
+    """
+    from ddrn.engine.provenance import load_weights
 
     path = run_dir / "model.pt"
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        state = state.state_dict()
+    state, _ = load_weights(path, experiment, fingerprint)
     for key, value in state.items():
         if key.endswith("embedding_space.weight"):
             return value.float().numpy()
     return None
+
+
+def check_metrics_provenance(config: ProjectConfig, specs: Sequence[ExperimentSpec],
+                             docs: Sequence[dict[str, Any]], metrics_dir: Path) -> list[str]:
+    """Refuse metrics of other settings; return the report's note on partial (unfinished) runs.
+
+    Raises:
+        DataError: a metrics file whose fingerprint is not the experiment's current one.
+    """
+    from ddrn.errors import DataError
+
+    notes = []
+    for spec, doc in zip(specs, docs, strict=True):
+        if doc.get("fingerprint") != config.fingerprint(spec):
+            raise DataError(f"{metrics_dir / (spec.name + '.json')}: metrics of other settings "
+                            f"(fingerprint {doc.get('fingerprint')}, current "
+                            f"{config.fingerprint(spec)}); expected the evaluate stage's output "
+                            "for the current params; run train and evaluate again")
+        if doc.get("partial"):
+            notes.append(f"`{spec.name}` (epoch {doc.get('epochs_trained')} of "
+                         f"{doc.get('epochs')})")
+    if not notes:
+        return []
+    return ["", "> **PARTIAL RESULTS**: these runs were evaluated before training finished "
+            "(`evaluate --allow-partial`); their numbers are not final: " + ", ".join(notes)]
 
 
 def load_eval(eval_dir: Path, experiment: str, test_set: str) -> dict[str, np.ndarray] | None:
@@ -193,7 +216,7 @@ def codebook_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], path
     books: dict[str, list[np.ndarray]] = {}
     for variant, what in pairs:
         for spec in _specs_by_variant(specs, TABLE2_DATASET).get(variant or "", []):
-            cb = load_codebook(paths.runs / spec.name)
+            cb = load_codebook(paths.runs / spec.name, spec.name, config.fingerprint(spec))
             if cb is not None:
                 books.setdefault(f"{what} (`{variant}`)", []).append(cb)
     return figs.codebook_cosine(books, paths.out / FIGURES["fig3"])
@@ -297,6 +320,7 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
     specs = config.experiments_list()
     log.info("report: reading the metrics of %d experiments", len(specs))
     docs = tables.load_metrics(paths.metrics, [s.name for s in specs])
+    partial_note = check_metrics_provenance(config, specs, docs, paths.metrics)
     df = tables.results_frame(docs)
     t1 = tables.table1_measured(config, df)
     t1_minp = tables.table1_measured(config, df, metrics=("mINP",))
@@ -359,7 +383,7 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         f"| generated | {time.strftime('%Y-%m-%d %H:%M:%S')} |",
         f"| pipeline time | {_duration(total)} (sum of the latest run of every stage: "
         + ", ".join(f"{k} {_duration(v)}" for k, v in per_kind.items()) + ") |",
-        "", caveat])
+        "", caveat, *partial_note])
     figure_md = "\n\n".join([
         "## Figures",
         "### Fig. 1: retrievals, baseline vs DDRN", fig1_caption,

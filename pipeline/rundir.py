@@ -5,7 +5,7 @@ A run dir carries two small files besides the engine's checkpoints and history:
 - ``spec.json`` written when a trial starts: ``{"experiment", "fingerprint", ...}``, so an
   *unfinished* run can be told apart from a stale one trained with other settings;
 - ``done.json`` written when the trial finished: ``{"experiment", "fingerprint", "epochs",
-  "seconds", "finished_at", "resumed_from", "attempts"}`` (``resumed_from``: epochs found in the
+  "seconds", "finished_at", "resumed_from", "attempts", "model_sha256"}`` (``resumed_from``: epochs found in the
   checkpoint when the last attempt started, 0 for a run trained in one go; ``attempts``: how many
   times a trial started on this run dir).
 
@@ -16,6 +16,7 @@ retrains only that variant's experiments.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -25,10 +26,13 @@ from typing import Any, Literal
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec
 
-RunState = Literal["done", "partial", "stale", "empty"]
+RunState = Literal["done", "partial", "stale", "corrupt", "empty"]
 
 SPEC_FILE = "spec.json"
 DONE_FILE = "done.json"
+MODEL_FILE = "model.pt"
+SCRATCH_PREFIX = ".tune-scratch-"
+"""Folders a trial fills to hand files to Tune; a killed trial's are removed by :func:`prepare`."""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -45,14 +49,30 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def model_digest(path: Path) -> str | None:
+    """sha256 of ``model.pt`` (``None`` when it is missing)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def run_state(run_dir: Path, fingerprint: str) -> RunState:
-    """``done`` (finished with this fingerprint), ``partial`` (started with it: resume),
-    ``stale`` (anything else in the directory) or ``empty``."""
+    """``done`` (finished with this fingerprint, ``model.pt`` intact), ``corrupt`` (finished, but
+    ``model.pt`` is missing or not the file ``done.json`` recorded: train it again), ``partial``
+    (started with it: resume), ``stale`` (anything else in the directory) or ``empty``."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "empty"
     done = read_json(run_dir / DONE_FILE)
     if done is not None:
-        return "done" if done.get("fingerprint") == fingerprint else "stale"
+        if done.get("fingerprint") != fingerprint:
+            return "stale"
+        intact = done.get("model_sha256") is not None and \
+            model_digest(run_dir / MODEL_FILE) == done["model_sha256"]
+        return "done" if intact else "corrupt"
     spec = read_json(run_dir / SPEC_FILE)
     if spec is not None and spec.get("fingerprint") == fingerprint:
         return "partial"
@@ -67,8 +87,10 @@ def prepare(run_dir: Path, spec: ExperimentSpec, fingerprint: str) -> RunState:
         spec: the experiment.
         fingerprint: ``config.fingerprint(spec)``.
     """
+    for scratch in run_dir.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
     state = run_state(run_dir, fingerprint)
-    if state == "stale":
+    if state in ("stale", "corrupt"):
         shutil.rmtree(run_dir)
     if state != "done":
         previous = read_json(run_dir / SPEC_FILE) if state == "partial" else None
@@ -91,6 +113,7 @@ def mark_done(run_dir: Path, spec: ExperimentSpec, fingerprint: str, epochs: int
     spec_doc = read_json(run_dir / SPEC_FILE) or {}
     done = {"experiment": spec.name, "fingerprint": fingerprint, "epochs": epochs,
             "seconds": round(seconds, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "resumed_from": int(resumed_from), "attempts": int(spec_doc.get("attempts", 1))}
+            "resumed_from": int(resumed_from), "attempts": int(spec_doc.get("attempts", 1)),
+            "model_sha256": model_digest(run_dir / MODEL_FILE)}
     write_json(run_dir / DONE_FILE, done)
     return done

@@ -31,7 +31,7 @@ import yaml
 
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ProjectConfig
-from ddrn.errors import ConfigError, DataError
+from ddrn.errors import ConfigError
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.sweep_space import (
     METRIC,
@@ -82,6 +82,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from pipeline.preflight import check_experiments
     from pipeline.tune import ray_session, trial_resources
 
     sweep = config.sweep
@@ -89,10 +90,9 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
         raise ConfigError(f"{config.source}: profiles.{config.profile}.sweep.space is empty; "
                           "expected at least one knob to search")
     apply_knobs(config, {}, "probe")  # reject an impossible base before starting Ray
-    packed_dir = data_root / sweep.train_set
-    if not packed_dir.is_dir():
-        raise DataError(f"{packed_dir}: packed dataset not found; expected the preprocess stage's "
-                        f"output (dvc repro preprocess@{sweep.train_set})")
+    # Pack present, matching the profile, non-empty; pretrained weights there: before Ray starts.
+    check_experiments(config, [config.resolve(sweep.train_set, sweep.base_variant, 0)], data_root,
+                      train=True, test=True)
     storage = storage_path or config.ray.storage_path
     shared_fs = "://" not in storage
     if shared_fs:

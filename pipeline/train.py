@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ddrn.config import ExperimentSpec, ProjectConfig
-from ddrn.errors import DataError, TrainingError
+from ddrn.errors import TrainingError
 from pipeline import rundir
 from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.preflight import check_experiments
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,14 @@ def plan(config: ProjectConfig, specs: Sequence[ExperimentSpec],
         if state == "stale":
             log.info("%s: run dir trained with other settings; clearing it", spec.name)
             shutil.rmtree(run_dir)
+        elif state == "corrupt":
+            log.warning("%s: finished run whose model.pt is missing or damaged; training it again",
+                        spec.name)
+            shutil.rmtree(run_dir)
         elif state == "partial":
             log.info("%s: unfinished run found; it resumes from its checkpoint", spec.name)
         todo.append(spec)
     return todo, done
-
-
-def check_data(specs: Sequence[ExperimentSpec], packed_root: Path) -> None:
-    """Fail early, in one line, when a training set has not been preprocessed."""
-    for train_set in sorted({s.train_set for s in specs}):
-        if not (packed_root / train_set).is_dir():
-            raise DataError(f"{packed_root / train_set}: packed training set not found; expected "
-                            f"the output of `dvc repro preprocess@{train_set}`")
 
 
 def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSpec],
@@ -69,8 +66,8 @@ def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSp
     todo, done = plan(config, specs, runs_dir)
     log.info("train: %d experiments, %d already trained, %d to train", len(specs), len(done),
              len(todo))
-    if todo:
-        check_data(todo, root / "data" / "packed")
+    if todo:  # everything checkable without training fails here, before Ray starts
+        check_experiments(config, todo, root / "data" / "packed", train=True)
     t0 = time.perf_counter()
     with stage_run(config.tracking, root, "train", config.profile) as run:
         if run is not None:

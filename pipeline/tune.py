@@ -38,6 +38,9 @@ from pipeline.tracking import TrackingTarget
 
 log = logging.getLogger(__name__)
 
+USER_ERROR = "user_error"
+"""Result key of a trial ended by a :class:`~ddrn.errors.DDRNError` (not retried)."""
+
 BUNDLE_FILES = ("model.pt", "history.json", rundir.DONE_FILE, rundir.SPEC_FILE)
 """What a finished trial hands back to the driver through its final checkpoint."""
 
@@ -135,7 +138,10 @@ class _TuneReporter:
         if checkpoint is None or not checkpoint.is_file():
             tune.report(report)
             return
-        with tempfile.TemporaryDirectory(prefix="ddrn-ckpt-") as tmp:
+        # Scratch inside the run dir, not /tmp: a trial killed here leaves it where the next
+        # attempt's rundir.prepare() removes it, instead of a folder in /tmp nobody owns.
+        with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX,
+                                         dir=checkpoint.parent.parent) as tmp:
             _link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
             rundir.write_json(Path(tmp) / "tune_meta.json",
                               {"epoch": epoch, "fingerprint": self.fingerprint,
@@ -172,7 +178,23 @@ def _restore_from_tune(run_dir: Path, fingerprint: str) -> bool:
 
 
 def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
-    """One Tune trial: train experiment ``trial_config["experiment"]`` into ``runs/<name>/``."""
+    """One Tune trial: train experiment ``trial_config["experiment"]`` into ``runs/<name>/``.
+
+    The project's own errors (:class:`~ddrn.errors.DDRNError`: a bad file, a non-finite loss)
+    are deterministic: a retry would fail the same way. They end the trial normally with the
+    message in its last result (``user_error``), so Ray does not retry it; anything else (a
+    crashed worker, a lost node) raises and is retried up to ``ray.max_failures`` times.
+    """
+    from ray import tune
+
+    try:
+        _train_trial(trial_config, job)
+    except DDRNError as exc:
+        log.error("%s: %s", trial_config.get("experiment"), exc)
+        tune.report({USER_ERROR: str(exc)})
+
+
+def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
     from ray import tune
 
     from ddrn.config import load_config
@@ -212,7 +234,7 @@ def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
                             resumed_from=result.resumed_from)
     if tracker is not None:
         tracker.finish(run_dir, ok=True)
-    with tempfile.TemporaryDirectory(prefix="ddrn-final-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=run_dir) as tmp:
         for name in BUNDLE_FILES:
             if (run_dir / name).is_file():
                 _link_or_copy(run_dir / name, Path(tmp) / name)
@@ -237,7 +259,7 @@ def _progress_callback(total: int) -> Any:
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
-            if result.get("finished"):
+            if result.get("finished") or result.get(USER_ERROR):
                 return
             loss = result.get("loss", result.get("total", float("nan")))
             log.info("[%d/%d done] %s epoch %s loss %.4f", self.finished, total,
@@ -301,6 +323,9 @@ def run_trials(job: TrialJob, experiments: Sequence[str], ray_cfg: RayConfig,
             if result.error is None and metrics.get("finished"):
                 _collect(result.checkpoint, Path(job.runs_dir) / exp)
                 outcomes.append(TrialOutcome(exp, True, int(metrics.get("epoch", 0))))
+            elif metrics.get(USER_ERROR):
+                outcomes.append(TrialOutcome(exp, False, int(metrics.get("epoch") or 0),
+                                             str(metrics[USER_ERROR])))
             else:
                 message = str(result.error).strip().splitlines()[-1] if result.error else \
                     "ended without finishing"

@@ -9,7 +9,7 @@
 from ddrn.data.augment import BatchAugment
 from ddrn.data.formats import LAYOUTS, load_dataset
 from ddrn.data.loader import TrainLoader, make_train_loader
-from ddrn.data.packed import PackedDataset, PackedSplit, open_packed, pack_dataset
+from ddrn.data.packed import PackedDataset, PackedSplit, open_packed, pack_dataset, read_meta
 from ddrn.data.preview import dataset_grid, save_dataset_grid
 from ddrn.data.sampler import PKSampler
 from ddrn.data.samples import ReIDDataset, Sample
@@ -19,5 +19,5 @@ from ddrn.data.synthetic import generate_synthetic
 __all__ = [
     "LAYOUTS", "BatchAugment", "PKSampler", "PackedDataset", "PackedSplit", "ReIDDataset", "Sample",
     "TrainLoader", "check_known_counts", "dataset_grid", "generate_synthetic", "load_dataset",
-    "make_train_loader", "open_packed", "pack_dataset", "save_dataset_grid", "stats_table",
+    "make_train_loader", "open_packed", "pack_dataset", "read_meta", "save_dataset_grid", "stats_table",
 ]

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -68,12 +69,15 @@ class PackedDataset:
 
 
 def pack_dataset(dataset: ReIDDataset, out_dir: str | Path, height: int, width: int,
-                 num_threads: int = 2, progress: bool | None = None) -> Path:
+                 num_threads: int = 2, progress: bool | None = None,
+                 source: dict[str, Any] | None = None) -> Path:
     """Decode, resize and pack every split of ``dataset`` into ``out_dir`` (replaced atomically).
 
     Args:
         num_threads: decoding threads (PIL releases the GIL while decoding and resizing).
         progress: show a tqdm bar; ``None`` = only when stderr is a terminal.
+        source: what the pack was made from (e.g. the dataset config's fingerprint), kept in
+            ``meta.json`` so a reader can tell a pack of other settings from its own.
 
     Raises:
         DataError: an image that cannot be decoded (named by path); nothing is left behind.
@@ -90,6 +94,8 @@ def pack_dataset(dataset: ReIDDataset, out_dir: str | Path, height: int, width: 
         meta = {"format": FORMAT_VERSION, "name": dataset.name, "root": dataset.root,
                 "height": height, "width": width, "num_classes": dataset.num_train_pids,
                 "num_cameras": dataset.num_cameras, "splits": sizes}
+        if source is not None:
+            meta["source"] = source
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
@@ -105,17 +111,37 @@ def open_packed(directory: str | Path) -> PackedDataset:
         DataError: missing or malformed store (run the preprocess stage).
     """
     directory = Path(directory)
-    meta_path = directory / "meta.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: packed store not found; expected the output of "
-                        "`python -m pipeline.preprocess`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise DataError(f"{meta_path}: packed format {meta.get('format')!r}, expected "
-                        f"{FORMAT_VERSION}; re-run the preprocess stage")
+    meta = read_meta(directory)
     splits = {name: _open_split(directory, name, n) for name, n in meta["splits"].items()}
     return PackedDataset(name=meta["name"], splits=splits, num_classes=meta["num_classes"],
                          num_cameras=meta["num_cameras"], height=meta["height"], width=meta["width"])
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of a packed store, checked for the keys :func:`open_packed` needs.
+
+    Raises:
+        DataError: missing, truncated or malformed (one line; re-run the preprocess stage).
+    """
+    meta_path = Path(directory) / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: packed store not found; expected the output of "
+                        "`python -m pipeline.preprocess`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{meta_path}: unreadable ({type(exc).__name__}: truncated or corrupt); "
+                        "expected the JSON written by the preprocess stage; re-run it") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{meta_path}: packed format {found!r}, expected {FORMAT_VERSION}; "
+                        "re-run the preprocess stage")
+    missing = [k for k in ("name", "height", "width", "num_classes", "num_cameras", "splits")
+               if k not in meta]
+    if missing or not isinstance(meta["splits"], dict):
+        raise DataError(f"{meta_path}: missing {', '.join(missing) or 'splits'}; expected the "
+                        "meta.json written by the preprocess stage; re-run it")
+    return meta
 
 
 def decode(path: str, height: int, width: int) -> np.ndarray:
@@ -155,7 +181,7 @@ def _write_split(tmp: Path, split: str, samples: list[Sample], height: int, widt
 def _open_split(directory: Path, name: str, expected: int) -> PackedSplit:
     npy, manifest = directory / f"{name}.npy", directory / f"{name}.csv"
     try:
-        images = np.load(npy, mmap_mode="r")
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
         with manifest.open(newline="") as f:
             rows = list(csv.DictReader(f))
         pids = np.array([int(r["pid"]) for r in rows], dtype=np.int64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,36 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
 
 
 def read_state_file(path: Path, map_location: torch.device | str = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError."""
+    """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError.
+
+    ``weights_only=True`` is what makes reading a file safe: a pickle that would build arbitrary
+    Python objects (and so run code) is refused instead of executed.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; expected a file written by torch.save")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip/pickle/EOF errors all mean the same thing to the user
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or corrupt: "
-                              f"{reason}); expected a complete file written by torch.save") from None
+        if "weights only load failed" in str(exc).lower():
+            raise CheckpointError(f"{path}: holds Python objects that a weights-only load refuses "
+                                  "(it could run code); expected tensors and plain values only; "
+                                  "delete the file or replace it with one of this project's") from None
+        raise CheckpointError(f"{path}: cannot be read (truncated or corrupt: {error_reason(exc)}); "
+                              "expected a complete file written by torch.save; delete it (a run "
+                              "dir's file: the train stage then trains that run again)") from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def error_reason(exc: BaseException, limit: int = 100) -> str:
+    """The first line of ``exc``'s message, without terminal colour codes, cut at a word."""
+    text = _ANSI.sub("", str(exc)).strip()
+    text = text.splitlines()[0].strip() if text else type(exc).__name__
+    if len(text) > limit:
+        cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.")
+        text = f"{cut} ..."
+    return text
 
 
 def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path,

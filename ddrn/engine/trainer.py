@@ -30,6 +30,7 @@ from ddrn.engine.checkpoint import (
     save_checkpoint,
 )
 from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer
+from ddrn.engine.provenance import check_provenance, provenance
 from ddrn.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainConfig,
         run_dir: str | Path, device: torch.device | str, *,
         callbacks: Sequence[EpochCallback] = (), resume: bool = False,
-        seed: int = 0) -> TrainResult:
+        seed: int = 0, owner: tuple[str, str] | None = None) -> TrainResult:
     """Train ``model`` for ``train_cfg.epochs`` epochs, checkpointing into ``run_dir``.
 
     Args:
@@ -102,6 +103,8 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
         callbacks: ``on_epoch_end(epoch, metrics, checkpoint_path_or_None)`` after every epoch.
         resume: continue from ``run_dir/checkpoints/last.pt`` when it exists.
         seed: seeds the global generators of a fresh run (a resumed run restores them).
+        owner: ``(experiment, fingerprint)`` recorded in each checkpoint's provenance; a resume
+            refuses a checkpoint of another experiment or fingerprint.
 
     Raises:
         TrainingError: a non-finite loss (names the epoch and the loss term; the last good
@@ -117,6 +120,8 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
     result = TrainResult()
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, map_location=device)
+        if owner is not None:  # never resume from a checkpoint copied from another run
+            check_provenance(ckpt_path, state.get("provenance"), *owner, require_finished=False)
         load_module_state(model, state["model"], ckpt_path, "model")
         load_module_state(criterion, state["criterion"], ckpt_path, "criterion")
         optimizer.load_state_dict(state["optimizer"])
@@ -153,6 +158,8 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
                 "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
                 "scaler": scaler.state_dict(), "rng": capture_rng(loader),
                 "history": result.history,
+                **({"provenance": provenance(*owner, epoch, train_cfg.epochs, finished=False)}
+                   if owner is not None else {}),
             })
             result.checkpoint, saved_epoch = written, epoch
         _write_json(run_dir / "history.json", result.history)
