@@ -44,6 +44,7 @@ from typing import Any
 
 from ddrn.config import ExperimentSpec, InputConfig, TrackingConfig
 from ddrn.errors import DDRNError
+from pipeline.stage_liveness import close_dead_stage_runs, owner_tags
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,8 @@ def stage_run(cfg: TrackingConfig, root: str | Path, stage: str, profile: str,
 
     ``reopen_run_id`` continues an earlier parent run (a resumed sweep keeps its trials under one
     parent) when it still exists in the experiment. The run ends FINISHED, or FAILED when the body
-    raises (the exception propagates).
+    raises (the exception propagates); one left RUNNING by a killed invocation is marked KILLED
+    here (:mod:`pipeline.stage_liveness`).
     """
     if not cfg.enabled:
         yield None
@@ -207,8 +209,11 @@ def stage_run(cfg: TrackingConfig, root: str | Path, stage: str, profile: str,
     uri = resolve_tracking_uri(cfg, root)
     exp_id = ensure_experiment(uri, cfg.experiment_name)
     client = _client(uri)
-    run_tags = {TAG_STAGE: stage, "profile": profile, **(tags or {})}
+    close_dead_stage_runs(client, exp_id, stage)  # a killed invocation's run left RUNNING
+    run_tags = {TAG_STAGE: stage, "profile": profile, **owner_tags(), **(tags or {})}
     run = _reopen(client, exp_id, reopen_run_id) if reopen_run_id else None
+    for key, value in (owner_tags().items() if run is not None else ()):
+        client.set_tag(run.info.run_id, key, value)  # a reopened run belongs to this process now
     if run is None:
         run = client.create_run(exp_id, tags=run_tags,
                                 run_name=f"{stage} {time.strftime('%Y-%m-%d %H:%M:%S')}")
