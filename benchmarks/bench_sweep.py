@@ -48,6 +48,7 @@ def _params(quick: bool, tracking_uri: str) -> dict[str, Any]:
 def _prepare(work: Path, quick: bool) -> Path:
     from ddrn.config import load_config
     from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+    from pipeline.preflight import pack_source
 
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump(_params(quick, f"sqlite:///{work / 'mlflow.db'}")))
@@ -55,7 +56,8 @@ def _prepare(work: Path, quick: bool) -> Path:
     name = config.sweep.train_set
     generate_synthetic(name, config.datasets[name].synthetic, work / "raw" / name)
     pack_dataset(load_dataset(name, work / "raw" / name, log_table=False),
-                 work / "packed" / name, config.input.height, config.input.width, progress=False)
+                 work / "packed" / name, config.input.height, config.input.width, progress=False,
+                 source=pack_source(config.datasets[name]))
     return params
 
 

@@ -54,6 +54,7 @@ def write_tiny_project(root: Path, tracking_uri: str, **kwargs: Any) -> Path:
     params path."""
     from ddrn.config import load_config
     from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+    from pipeline.preflight import pack_source
 
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params(tracking_uri, **kwargs), sort_keys=False))
@@ -63,5 +64,5 @@ def write_tiny_project(root: Path, tracking_uri: str, **kwargs: Any) -> Path:
     generate_synthetic("occluded_duke", ds.synthetic, raw_dir)
     dataset = load_dataset("occluded_duke", raw_dir, log_table=False)
     pack_dataset(dataset, root / "data" / "packed" / "occluded_duke", config.input.height,
-                 config.input.width, progress=False)
+                 config.input.width, progress=False, source=pack_source(ds))
     return params

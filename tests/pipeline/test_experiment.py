@@ -16,6 +16,7 @@ from ddrn.errors import CheckpointError
 from pipeline import evaluate as evaluate_stage
 from pipeline.evaluate_checkpoint import evaluate_checkpoint
 from pipeline.experiment import evaluate_experiment, train_experiment
+from pipeline.preflight import pack_source
 
 SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,
        "num_cameras": 2, "height": 32, "width": 16, "seed": 3}
@@ -47,7 +48,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, Pa
     syn = config.datasets["occluded_duke"].synthetic
     generate_synthetic("occluded_duke", syn, root / "raw" / "occluded_duke")
     dataset = load_dataset("occluded_duke", root / "raw" / "occluded_duke", log_table=False)
-    pack_dataset(dataset, root / "packed" / "occluded_duke", 32, 16, progress=False)
+    pack_dataset(dataset, root / "packed" / "occluded_duke", 32, 16, progress=False,
+                 source=pack_source(config.datasets["occluded_duke"]))
     return config, root
 
 
@@ -60,11 +62,11 @@ def test_train_resume_and_evaluate(project: tuple[ProjectConfig, Path], variant:
     assert len(result.history) == 2
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
     assert len(json.loads((run_dir / "history.json").read_text())) == 2
-    weights = torch.load(run_dir / "model.pt", weights_only=True)
+    weights = torch.load(run_dir / "model.pt", weights_only=True)["model"]
     # A finished run resumes to "nothing left to do" and keeps its weights.
     again = train_experiment(config, spec, run_dir, packed_root=root / "packed")
     assert again.resumed_from == 2
-    after = torch.load(run_dir / "model.pt", weights_only=True)
+    after = torch.load(run_dir / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
     doc = evaluate_experiment(config, spec, run_dir, root / "eval" / spec.name, root / "packed")
@@ -105,7 +107,7 @@ def test_evaluate_checkpoint_reads_own_and_transreid_state_dicts(
     raw = root / "raw" / "occluded_duke"
     own = evaluate_checkpoint(run_dir / "model.pt", raw, "occluded_duke", config, "vit_baseline")
     # The same weights under TransReID's names, wrapped and with a DataParallel prefix.
-    state = torch.load(run_dir / "model.pt", weights_only=True)
+    state = torch.load(run_dir / "model.pt", weights_only=True)["model"]
     renamed = {"module." + k.replace("backbone.", "base.").replace("global_neck.bn.", "bottleneck."): v
                for k, v in state.items()}
     torch.save({"state_dict": renamed}, tmp_path / "transreid.pth")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ddrn.config import SyntheticConfig, config_from_dict
 from pipeline import published, report, report_tables
@@ -55,11 +54,13 @@ def project(tmp_path_factory: pytest.TempPathFactory):
                           num_cameras=2, height=32, width=16, seed=3)
     generate_synthetic("occluded_duke", syn, root / "data/raw/occluded_duke")
     ds = load_dataset("occluded_duke", root / "data/raw/occluded_duke", log_table=False)
-    pack_dataset(ds, paths.packed / "occluded_duke", 32, 16, num_threads=1, progress=False)
+    pack_dataset(ds, paths.packed / "occluded_duke", 32, 16, num_threads=1, progress=False,
+                 source={"dataset_fingerprint": "test", "source": "synthetic"})
     packed_ds = __import__("ddrn.data", fromlist=["open_packed"]).open_packed(
         paths.packed / "occluded_duke")
     q, g = packed_ds.splits["query"], packed_ds.splits["gallery"]
 
+    from ddrn.engine.provenance import provenance, save_weights
     from ddrn.models import build_model
 
     rng = np.random.default_rng(0)
@@ -83,7 +84,8 @@ def project(tmp_path_factory: pytest.TempPathFactory):
         (run_dir / "history.json").write_text(json.dumps(
             [{"epoch": e, "loss": 3.0 / e + 0.1 * quality, "lr": 0.01} for e in (1, 2, 3)]))
         model = build_model(spec.model, num_classes=4, input_size=(32, 16))
-        torch.save(model.state_dict(), run_dir / "model.pt")
+        save_weights(run_dir / "model.pt", model.state_dict(),
+                     provenance(spec.name, config.fingerprint(spec), 3, 3, finished=True))
         # Features that cluster by identity, tighter for the better variants.
         centres = {int(p): rng.normal(size=16) for p in np.unique(np.concatenate([q.pids, g.pids]))}
         noise = 1.5 / (1 + quality)

@@ -8,10 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ddrn.config import RayConfig, config_from_dict, load_config
+from ddrn.engine.provenance import provenance, save_weights
 from pipeline import rundir, train, tune
+from pipeline.preflight import check_experiments, pack_source
 
 TINY_SYN = {"num_train_ids": 4, "num_test_ids": 4, "num_distractor_ids": 0, "images_per_id": 4,
             "num_cameras": 2, "height": 32, "width": 16}
@@ -37,13 +40,20 @@ def tiny_params(epochs: int = 2) -> dict:
             "tracking": {"experiment_name": "tiny"}}}}
 
 
+def finish(run_dir: Path, spec, fingerprint: str) -> dict:
+    """What a finished trial leaves: ``model.pt`` with its provenance, then ``done.json``."""
+    save_weights(run_dir / "model.pt", {"w": torch.zeros(2)},
+                 provenance(spec.name, fingerprint, 2, 2, finished=True))
+    return rundir.mark_done(run_dir, spec, fingerprint, epochs=2, seconds=1.0)
+
+
 def test_plan_skips_done_resumes_partial_and_clears_stale(tmp_path: Path) -> None:
     config = config_from_dict(tiny_params())
     base, ddrn = config.experiments_list()[1], config.experiments_list()[0]
     assert (base.variant, ddrn.variant) == ("vit_baseline", "ddrn")
     runs = tmp_path / "runs"
     rundir.prepare(runs / base.name, base, config.fingerprint(base))
-    rundir.mark_done(runs / base.name, base, config.fingerprint(base), epochs=2, seconds=1.0)
+    finish(runs / base.name, base, config.fingerprint(base))
     todo, done = train.plan(config, [base, ddrn], runs)
     assert [s.name for s in done] == [base.name] and [s.name for s in todo] == [ddrn.name]
 
@@ -80,6 +90,7 @@ def test_done_json_records_resume_and_attempts(tmp_path: Path) -> None:
     fp, run_dir = config.fingerprint(spec), tmp_path / spec.name
     assert rundir.prepare(run_dir, spec, fp) == "empty"
     assert rundir.prepare(run_dir, spec, fp) == "partial"  # a rerun after a kill
+    save_weights(run_dir / "model.pt", {"w": torch.zeros(2)}, provenance(spec.name, fp, 2, 2, True))
     done = rundir.mark_done(run_dir, spec, fp, epochs=2, seconds=1.0, resumed_from=1)
     assert json.loads((run_dir / "done.json").read_text()) == done
     assert (done["fingerprint"], done["resumed_from"], done["attempts"]) == (fp, 1, 2)
@@ -98,7 +109,7 @@ def test_missing_packed_data_is_a_one_line_error(tmp_path: Path) -> None:
 
     config = config_from_dict(tiny_params())
     with pytest.raises(DataError, match="preprocess@occluded_duke"):
-        train.check_data(config.experiments_list(), tmp_path)
+        check_experiments(config, config.experiments_list(), tmp_path)
 
 
 def test_resources_never_ask_for_absent_gpus(ray_local: None) -> None:
@@ -124,7 +135,7 @@ def tiny_project(tmp_path: Path) -> tuple[Path, Path]:
     generate_synthetic("occluded_duke", ds_cfg.synthetic, tmp_path / "data/raw/occluded_duke")
     ds = load_dataset("occluded_duke", tmp_path / "data/raw/occluded_duke", log_table=False)
     pack_dataset(ds, tmp_path / "data/packed/occluded_duke", 32, 16, num_threads=1,
-                 progress=False)
+                 progress=False, source=pack_source(ds_cfg))
     return tmp_path, params
 
 
