@@ -170,3 +170,30 @@ def test_unknown_experiment_name_lists_known(tmp_path: Path) -> None:
     config = load_config(ROOT / "params.yaml", "demo")
     with pytest.raises(ConfigError, match="no experiment named 'x'.*occluded_duke-ddrn-s0"):
         config.experiment("x")
+
+
+def test_exponent_numbers_are_floats(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) reads ``3e-3`` as a string; users write it, so it is a number here."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profiles"]["demo"]["train"]["lr"] = "placeholder"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw).replace("lr: placeholder", "lr: 3e-3"))
+    assert yaml.safe_load(params.read_text())["profiles"]["demo"]["train"]["lr"] == "3e-3"
+    assert load_config(params, "demo").train.lr == pytest.approx(0.003)
+    # A string that is not a number stays an error.
+    assert "expected a number, got '3e-x'" in _error(_mutate(raw, "profiles.demo.train.lr",
+                                                             "3e-x"), "demo")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "1e999"])
+def test_non_finite_numbers_are_refused(raw: dict, value) -> None:
+    message = _error(_mutate(raw, "profiles.demo.train.lr", value), "demo")
+    assert "profiles.demo.train.lr" in message and "finite" in message
+
+
+def test_orthogonal_loss_needs_an_embedding_space(raw: dict) -> None:
+    """Eq. 3 regularises the codebook: on a variant without one it is refused when params are
+    read (before the train stage starts Ray), naming the variant."""
+    bad = _mutate(raw, "variants.vit_baseline.loss", {"orthogonal_weight": 1.0})
+    message = _error(bad, "demo")
+    assert "variants.vit_baseline" in message and "needs an Embedding Space" in message
