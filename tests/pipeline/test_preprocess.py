@@ -48,3 +48,19 @@ def test_corrupt_image_fails_with_path(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: {bad}: cannot decode image")
     assert not packed.exists() or list(packed.iterdir()) == []
+
+
+def test_empty_split_is_refused_and_nothing_is_packed(tmp_path: Path, capsys) -> None:
+    params = _params(tmp_path)
+    raw, packed = tmp_path / "raw", tmp_path / "packed"
+    assert run_stage(download_main, ["--params", str(params), "--raw-dir", str(raw),
+                                     "--dataset", "occluded_duke"]) == 0
+    for image in (raw / "occluded_duke" / "bounding_box_test").iterdir():
+        image.unlink()
+    capsys.readouterr()
+    assert run_stage(preprocess_main, ["--params", str(params), "--raw-dir", str(raw),
+                                       "--packed-dir", str(packed),
+                                       "--dataset", "occluded_duke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "split 'gallery' of occluded_duke holds no images" in err
+    assert not (packed / "occluded_duke").exists()

@@ -37,3 +37,24 @@ def test_corrupt_image_leaves_no_partial_pack(market_tree: Path, tmp_path: Path)
 def test_missing_store(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="packed store not found"):
         open_packed(tmp_path)
+
+
+@pytest.mark.parametrize("content", ['{"format": 1, "name": "m", "hei', "", "[1, 2]",
+                                     '{"format": 1}'])
+def test_truncated_or_malformed_meta_is_one_line(market_tree: Path, tmp_path: Path,
+                                                 content: str) -> None:
+    out = pack_dataset(load_dataset("market1501", market_tree), tmp_path / "packed" / "m", 32, 16)
+    (out / "meta.json").write_text(content)
+    with pytest.raises(DataError) as info:
+        open_packed(out)
+    message = str(info.value)
+    assert message.startswith(f"{out / 'meta.json'}: ") and "preprocess" in message
+    assert "\n" not in message
+
+
+def test_pack_records_its_source(market_tree: Path, tmp_path: Path) -> None:
+    from ddrn.data import read_meta
+
+    out = pack_dataset(load_dataset("market1501", market_tree), tmp_path / "p", 32, 16,
+                       source={"dataset_fingerprint": "abc", "source": "synthetic"})
+    assert read_meta(out)["source"] == {"dataset_fingerprint": "abc", "source": "synthetic"}
