@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,49 @@ def test_evaluate_checkpoint_reads_own_and_transreid_state_dicts(
     with pytest.raises(CheckpointError, match="do not fit") as err:
         evaluate_checkpoint(tmp_path / "transreid.pth", raw, "occluded_duke", config, "ddrn")
     assert "\n" not in str(err.value)
+
+
+def test_foreign_checkpoint_is_refused_at_resume(project: tuple[ProjectConfig, Path],
+                                                 tmp_path: Path) -> None:
+    """seed 0's last.pt copied into another experiment's run dir does not 'resume' it."""
+    config, root = project
+    source = config.experiment("occluded_duke-vit_baseline-s0")
+    if not (root / "runs" / source.name / "model.pt").is_file():
+        train_experiment(config, source, root / "runs" / source.name, packed_root=root / "packed")
+    target = config.experiment("occluded_duke-ddrn-s0")
+    run_dir = tmp_path / target.name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy2(root / "runs" / source.name / "checkpoints" / "last.pt",
+                 run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match=f"belongs to experiment '{source.name}', not "
+                                              f"'{target.name}'"):
+        train_experiment(config, target, run_dir, packed_root=root / "packed")
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_unfinished_run_is_refused_unless_allow_partial(project: tuple[ProjectConfig, Path],
+                                                         tmp_path: Path) -> None:
+    config, root = project
+    spec = config.experiment("occluded_duke-vit_baseline-s0")
+    done = root / "runs" / spec.name
+    if not (done / "model.pt").is_file():
+        train_experiment(config, spec, done, packed_root=root / "packed")
+    # What a killed train leaves: a checkpoint, no model.pt.
+    runs = tmp_path / "runs"
+    (runs / spec.name / "checkpoints").mkdir(parents=True)
+    state = torch.load(done / "checkpoints" / "last.pt", weights_only=True)
+    state["epoch"] = state["provenance"]["epoch"] = 1
+    torch.save(state, runs / spec.name / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match=r"unfinished \(epoch 1 of 2\).*--allow-partial"):
+        evaluate_stage.evaluate(config, [spec], runs, tmp_path / "eval", tmp_path / "metrics",
+                                root / "packed", track=False)
+    assert not (tmp_path / "metrics").exists()
+    docs = evaluate_stage.evaluate(config, [spec], runs, tmp_path / "eval", tmp_path / "metrics",
+                                   root / "packed", track=False, allow_partial=True)
+    written = json.loads((tmp_path / "metrics" / f"{spec.name}.json").read_text())
+    assert written == docs[0]
+    assert (written["partial"], written["epochs_trained"], written["epochs"]) == (True, 1, 2)
+    # The finished run's metrics carry no partial mark.
+    full = evaluate_stage.evaluate(config, [spec], root / "runs", tmp_path / "eval2",
+                                   tmp_path / "metrics2", root / "packed", track=False)
+    assert "partial" not in full[0]

@@ -168,3 +168,27 @@ def test_missing_metrics_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="metrics file not found"):
         report_tables.load_metrics(tmp_path, ["nope"])
+
+
+def test_partial_metrics_are_marked_and_stale_ones_refused(project, tmp_path: Path) -> None:
+    from ddrn.errors import DataError
+
+    config, paths, result = project
+    specs = config.experiments_list()
+    docs = [dict(d) for d in result["docs"]]
+    docs[0].update(partial=True, epochs_trained=8, epochs=30)
+    note = report.check_metrics_provenance(config, specs, docs, paths.metrics)
+    assert "PARTIAL RESULTS" in note[-1] and f"`{specs[0].name}` (epoch 8 of 30)" in note[-1]
+    assert report.check_metrics_provenance(config, specs, result["docs"], paths.metrics) == []
+    docs[1]["fingerprint"] = "0" * 16
+    with pytest.raises(DataError, match=f"{specs[1].name}.json: metrics of other settings"):
+        report.check_metrics_provenance(config, specs, docs, paths.metrics)
+
+
+def test_report_refuses_weights_of_another_experiment(project) -> None:
+    from ddrn.errors import CheckpointError
+
+    config, paths, _ = project
+    a, b = config.experiments_list()[:2]
+    with pytest.raises(CheckpointError, match=f"belongs to experiment '{a.name}'"):
+        report.load_codebook(paths.runs / a.name, b.name, config.fingerprint(b))

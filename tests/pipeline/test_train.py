@@ -154,6 +154,8 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
         done = json.loads((root / "runs" / spec.name / "done.json").read_text())
         assert done["fingerprint"] == config.fingerprint(spec)
         assert (root / "runs" / spec.name / "model.pt").is_file()
+        # Tune's hand-over folders live in the run dir (never /tmp) and are gone once done.
+        assert not list((root / "runs" / spec.name).glob(f"{rundir.SCRATCH_PREFIX}*"))
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'train'")
@@ -163,3 +165,47 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
         assert len(client.get_metric_history(r.info.run_id, "lr")) == 2  # one per epoch
     # Nothing changed: every trial is skipped, Ray is not even started.
     assert train.train(config, params, specs, root, root / "runs")["skipped"] == 2
+
+
+def test_corrupt_finished_run_is_trained_again(tmp_path: Path) -> None:
+    config = config_from_dict(tiny_params())
+    spec = config.experiments_list()[0]
+    run_dir = tmp_path / "runs" / spec.name
+    rundir.prepare(run_dir, spec, config.fingerprint(spec))
+    finish(run_dir, spec, config.fingerprint(spec))
+    assert rundir.run_state(run_dir, config.fingerprint(spec)) == "done"
+    model = run_dir / "model.pt"
+    model.write_bytes(model.read_bytes()[:100])  # truncated: a full disk, a bad copy
+    assert rundir.run_state(run_dir, config.fingerprint(spec)) == "corrupt"
+    todo, done = train.plan(config, [spec], tmp_path / "runs")
+    assert [s.name for s in todo] == [spec.name] and not done and not run_dir.exists()
+    # A finished run without model.pt is not "done" either.
+    rundir.prepare(run_dir, spec, config.fingerprint(spec))
+    finish(run_dir, spec, config.fingerprint(spec))
+    model.unlink()
+    assert rundir.run_state(run_dir, config.fingerprint(spec)) == "corrupt"
+
+
+def test_project_errors_in_a_trial_are_not_retried(tiny_project: tuple[Path, Path],
+                                                   ray_local: None, no_tracking_env: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic error (here an unreadable checkpoint) ends the trial once, with its one-line
+    message; a retry (``ray.max_failures: 1``) would only fail the same way."""
+    root, params = tiny_project
+    raw = tiny_params()
+    raw["profiles"]["tiny"]["tracking"] = {"enabled": False}
+    params.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(root)
+    config = load_config(params)
+    spec = config.experiment("occluded_duke-vit_baseline-s0")
+    run_dir = root / "runs" / spec.name
+    rundir.prepare(run_dir, spec, config.fingerprint(spec))
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(train.TrainingError) as info:
+        train.train(config, params, [spec], root, root / "runs")
+    message = str(info.value)
+    assert "\n" not in message and "last.pt: cannot be read" in message
+    spec_doc = json.loads((run_dir / "spec.json").read_text())
+    assert spec_doc["attempts"] == 2  # the prepare above, then exactly one trial start
+    assert not list(run_dir.glob(f"{rundir.SCRATCH_PREFIX}*"))
