@@ -104,3 +104,39 @@ def test_unreachable_server_is_a_one_line_error(tmp_path: Path,
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(DDRNError, match="127.0.0.1:9"):
         tracking.ensure_experiment("http://127.0.0.1:9", "x")
+
+
+def test_killed_stage_parent_run_is_marked_killed_by_the_next_one(
+        mlflow_server: tracking.MlflowServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage SIGKILLed inside its parent run leaves it RUNNING; the next invocation of the same
+    stage closes it as KILLED, and leaves a live invocation's run alone."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    cfg = TrackingConfig(experiment_name="kill-parent")
+    root = Path(__file__).resolve().parents[2]
+    killed = subprocess.run(
+        [sys.executable, "-c",
+         "import os, signal\n"
+         "from ddrn.config import TrackingConfig\n"
+         "from pipeline.tracking import stage_run\n"
+         "with stage_run(TrackingConfig(experiment_name='kill-parent'), '.', 'train', 't') as r:\n"
+         "    print(r.run_id, flush=True)\n"
+         "    os.kill(os.getpid(), signal.SIGKILL)\n"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+        text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    killed_id = killed.stdout.strip()
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_run(killed_id).info.status == "RUNNING"
+    with tracking.stage_run(cfg, tmp_path, "evaluate", "t"):  # another stage: not its business
+        assert client.get_run(killed_id).info.status == "RUNNING"
+    with tracking.stage_run(cfg, tmp_path, "train", "t") as live:
+        assert client.get_run(killed_id).info.status == "KILLED"
+        # This live invocation's own run is not touched by a concurrent one.
+        with tracking.stage_run(cfg, tmp_path, "train", "t"):
+            assert client.get_run(live.run_id).info.status == "RUNNING"
+    assert client.get_run(live.run_id).info.status == "FINISHED"
