@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.rundir import SCRATCH_PREFIX
 from pipeline.tracking import MlflowServer
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -117,6 +118,9 @@ class Repo:
         self.path = path
         self.marker = f"DDRN_GRAPH_TEST={uuid.uuid4().hex}"
         self.ray_tmp = Path("/tmp") / f"ddrn-rt-{uuid.uuid4().hex[:8]}"  # short: AF_UNIX paths
+        # The stages' own temp dir, so a test can tell what they left behind in it.
+        self.tmp = path.parent / f"{path.name}-tmp"
+        self.tmp.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items()
                if k not in ("RAY_ADDRESS", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "PYTHONPATH")}
         env.update({
@@ -124,7 +128,7 @@ class Repo:
             "PYTHONPATH": str(path),  # trials (Ray workers) import this copy, not /work/main's
             "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
             "TUNE_GLOBAL_CHECKPOINT_S": "1", "DVC_NO_ANALYTICS": "1", "RAY_TMPDIR": str(self.ray_tmp),
-            "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
+            "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "TMPDIR": str(self.tmp),
             self.marker.split("=")[0]: self.marker.split("=")[1],
         })
         if mlflow_uri:
@@ -338,6 +342,9 @@ def test_killed_train_stage_resumes_from_checkpoints(repo: Repo, mlflow_server: 
     orphan_seconds = time.monotonic() - t_kill
     leftovers = kill_marked(marker)
     assert not leftovers, f"processes survived the kill by 30 s: {leftovers}"
+    # Nor any temporary folder: Tune's hand-over folders live in the run dirs, which the rerun
+    # cleans (checked below), never in the temp dir.
+    assert not list(repo.tmp.glob("ddrn-*")), list(repo.tmp.iterdir())
 
     at_kill = {d.name: _checkpoint_epoch(d / "checkpoints" / "last.pt")
                for d in unfinished_with_checkpoint()}
@@ -359,11 +366,17 @@ def test_killed_train_stage_resumes_from_checkpoints(repo: Repo, mlflow_server: 
         else:  # not started before the kill
             assert done["resumed_from"] == 0
     assert _dvc_status(repo) == {}
+    assert not list(runs.glob(f"*/{SCRATCH_PREFIX}*"))
+    assert not list(repo.tmp.glob("ddrn-*")), list(repo.tmp.iterdir())
 
-    # MLflow: the killed invocation's trial runs are closed as KILLED; the resumed trial's new
-    # run has the whole curve (epochs before the kill backfilled from history.json).
+    # MLflow: the killed invocation's parent run was marked KILLED by the rerun, which FINISHED.
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("graph-kill")
+    parents = [r for r in client.search_runs([exp.experiment_id], "tags.stage = 'train'")
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], parents
+    # The killed invocation's trial runs are closed as KILLED; the resumed trial's new
+    # run has the whole curve (epochs before the kill backfilled from history.json).
     for name in at_kill:
         trial_runs = client.search_runs([exp.experiment_id], f"tags.experiment = '{name}'")
         statuses = sorted(r.info.status for r in trial_runs)
