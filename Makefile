@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 # No RAY_AUTH_MODE here: a private local Ray then gets Ray's token auth by default (it listens on
-# all interfaces), and a cluster keeps its own mode. Only the tests turn auth off (loopback Ray).
+# all interfaces), and a cluster keeps its own mode. Only the test targets turn it off.
 TEST_ENV := RAY_AUTH_MODE=disabled
 export PYTHONUNBUFFERED := 1
 
