@@ -15,6 +15,7 @@ from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import CheckpointError
 from pipeline import evaluate as evaluate_stage
+from pipeline.cli import run_stage
 from pipeline.evaluate_checkpoint import evaluate_checkpoint
 from pipeline.experiment import evaluate_experiment, train_experiment
 from pipeline.preflight import pack_source
@@ -139,7 +140,7 @@ def test_foreign_checkpoint_is_refused_at_resume(project: tuple[ProjectConfig, P
 
 
 def test_unfinished_run_is_refused_unless_allow_partial(project: tuple[ProjectConfig, Path],
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, capsys) -> None:
     config, root = project
     spec = config.experiment("occluded_duke-vit_baseline-s0")
     done = root / "runs" / spec.name
@@ -160,6 +161,19 @@ def test_unfinished_run_is_refused_unless_allow_partial(project: tuple[ProjectCo
     written = json.loads((tmp_path / "metrics" / f"{spec.name}.json").read_text())
     assert written == docs[0]
     assert (written["partial"], written["epochs_trained"], written["epochs"]) == (True, 1, 2)
+    # The command line: one line and exit 2 without the flag; metrics marked partial with it.
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps(RAW))
+    argv = ["--params", str(params), "--runs-dir", str(runs), "--eval-dir", str(tmp_path / "e"),
+            "--metrics-dir", str(tmp_path / "m"), "--packed-root", str(root / "packed"),
+            "--no-tracking", "--experiment", spec.name]
+    capsys.readouterr()
+    assert run_stage(evaluate_stage.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "unfinished (epoch 1 of 2)" in err
+    assert run_stage(evaluate_stage.main, [*argv, "--allow-partial"]) == 0
+    assert "PARTIAL (epoch 1 of 2)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / f"{spec.name}.json").read_text())["partial"] is True
     # The finished run's metrics carry no partial mark.
     full = evaluate_stage.evaluate(config, [spec], root / "runs", tmp_path / "eval2",
                                    tmp_path / "metrics2", root / "packed", track=False)
