@@ -352,6 +352,18 @@ def test_killed_train_stage_resumes_from_checkpoints(repo: Repo, mlflow_server: 
                        for d in runs.glob("*") if (d / "done.json").is_file()}
     assert at_kill, "no unfinished trial with a checkpoint after the kill"
     assert all(1 <= e <= epochs for e in at_kill.values()), at_kill
+    # Evaluating now refuses the half-trained weights in one line (no metrics for epoch-k weights).
+    refused = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "pipeline.evaluate", "--no-tracking",
+         "--experiment", sorted(at_kill)[0],
+         "--eval-dir", str(repo.tmp / "eval"), "--metrics-dir", str(repo.tmp / "metrics")],
+        cwd=repo.path, env=repo.env, capture_output=True, text=True, timeout=300)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and last.startswith("error: ") and "unfinished" in last, \
+        refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    shutil.rmtree(repo.tmp / "eval", ignore_errors=True)
+    shutil.rmtree(repo.tmp / "metrics", ignore_errors=True)
 
     out = repo.dvc("repro", timeout=420)
     assert "Running stage 'train'" in out
