@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
 from ddrn.config import DATASET_NAMES, ProjectConfig, config_from_dict, load_config
