@@ -102,6 +102,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset_root: Path, dataset: str,
     state = extract_state_dict(read_state_file(checkpoint), checkpoint)
     if is_transreid(state):
         model, size, cameras = transreid_model(state, checkpoint, input_size, sie_coef)
+        device = resolve_device("auto")
         # TransReID's test settings are this project's defaults (256x128 unless read otherwise,
         # mean/std 0.5, L2-normalised features, CMC to rank 50).
         config = config_from_dict({"profile": "transreid", "profiles": {"transreid": {
@@ -117,9 +118,9 @@ def evaluate_checkpoint(checkpoint: Path, dataset_root: Path, dataset: str,
         model = build_model(spec.model, int(cls.shape[0]) if cls is not None else 1,
                             max(cameras, 1), input_size=(config.input.height, config.input.width))
         load_module_state(model, state, checkpoint, "model")
+        device = resolve_device(spec.train.device)
     if neck_feat != "before":
         model = NeckFeature(model, neck_feat)
-    device = resolve_device("auto")
     model.to(device)
     if rerank:
         config = dataclasses.replace(config, cfg=dataclasses.replace(
