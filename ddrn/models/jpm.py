@@ -92,6 +92,7 @@ class JPMReID(nn.Module):
         backbone.norm = nn.Identity()
         self.backbone = backbone
         self.feature_dim = dim
+        self.embedding_space = None  # the model contract's attribute; JPM has no codebook
         self.num_parts = num_parts
         self.retrieval_dim = (1 + num_parts) * dim
         self.shift, self.groups, self.rearrange = shift, groups, rearrange
