@@ -102,3 +102,32 @@ def test_unknown_checkpoint_is_one_line_saying_what_was_recognised(dataset_root:
     assert len(lines) == 1 and lines[0].startswith("error: model.pth: ")
     assert "recognised a 64-d ViT with 2 blocks" in lines[0]
     assert "not recognised: 1 keys of no TransReID layout (e.g. 'base.head.weight')" in lines[0]
+
+
+def test_neck_feat_after_is_transreids_bn_feature(dataset_root: Path, tmp_path: Path) -> None:
+    # A 64-d JPM + SIE checkpoint keeps this fast; TEST.NECK_FEAT: after on every branch.
+    state = transreid_checkpoint(stride=12, cameras=8, jpm=True, dim=64, depth=3, num_classes=3)
+    torch.save(state, tmp_path / "model.pth")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate_checkpoint", "--checkpoint", "model.pth",
+         "--dataset-root", str(dataset_root), "--dataset", "occluded_duke", "--neck-feat", "after"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)["occluded_duke"]
+    packed = tmp_path / "ref"
+    pack_dataset(load_dataset("occluded_duke", dataset_root, log_table=False), packed, 256, 128,
+                 progress=False)
+    splits = open_packed(packed).splits
+    transform = BatchAugment(InputConfig(), train=False)
+
+    def feats(split, neck_feat):
+        images = transform(torch.from_numpy(np.array(split.images)))
+        return F.normalize(reference_forward(state, images, torch.as_tensor(split.camids), 12,
+                                             neck_feat=neck_feat))
+
+    q, g = splits["query"], splits["gallery"]
+    for neck_feat, must_match in (("after", True), ("before", False)):
+        ref = evaluate_rank(pairwise_distance(feats(q, neck_feat), feats(g, neck_feat)),
+                            q.pids, g.pids, q.camids, g.camids, max_rank=50).as_percentages()
+        assert (ref["mAP"] == pytest.approx(got["mAP"], abs=1e-3)) == must_match, neck_feat
