@@ -131,6 +131,8 @@ class ModelConfig:
     ``resnet_pretrained`` is the same for ``arch: resnet50`` (timm weights of ``cnn_backbone``).
     ``cnn_backbone`` is the timm ResNet the CNN baseline uses: ``resnet50`` is the bag-of-tricks
     baseline of the paper's comparison; the CPU demo uses ``resnet18`` (2.3x fewer FLOPs).
+    ``jpm`` is TransReID's Jigsaw Patch Module (:mod:`ddrn.models.jpm`); ``pretrained`` may also
+    be a TransReID checkpoint (its backbone weights, any stride or SIE).
     """
 
     arch: Literal["vit", "resnet50"] = "vit"
@@ -151,6 +153,7 @@ class ModelConfig:
     id_feature: Literal["global", "local"] = "global"
     resnet_pretrained: str | None = None
     cnn_backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    jpm: bool = False
 
     def validate(self, key: str) -> None:
         _require(self.patch_size >= 1, f"{key}.patch_size", "an integer >= 1", self.patch_size)
@@ -170,6 +173,9 @@ class ModelConfig:
         _require(self.num_embeddings >= 2, f"{key}.num_embeddings", "an integer >= 2",
                  self.num_embeddings)
         _require(self.tau > 0, f"{key}.tau", "a temperature > 0", self.tau)
+        _require(not self.jpm or not (self.embedding_space or self.id_feature == "local"),
+                 f"{key}.jpm", "false with embedding_space or id_feature: local (JPM is "
+                 "TransReID's own branch, not combined with DDRN's)", self.jpm)
 
 
 @dataclass(frozen=True)

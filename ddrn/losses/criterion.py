@@ -36,6 +36,9 @@ class ReIDCriterion(nn.Module):
     * ``margin``: the margin head (ArcFace / Sub-center / HS-ArcFace) on ``global_bn``;
     * ``orthogonal``: Eq. 3 on ``output.codebook``.
 
+    With TransReID's JPM parts (``output.part_logits``/``part_features``) the id and triplet
+    terms are 0.5 x the global term + 0.5 x the mean of the part terms, as TransReID weighs them.
+
     A term is present when its weight is > 0 (and, for ``margin``, a head is configured). The
     margin head's centres are parameters of this module, so optimise ``criterion.parameters()``
     along with the model's.
@@ -64,12 +67,20 @@ class ReIDCriterion(nn.Module):
         cfg = self.cfg
         terms: dict[str, Tensor] = {}
         if cfg.id_weight > 0:
-            terms["id"] = cfg.id_weight * id_loss(output.id_logits, pids, cfg.label_smoothing)
+            ide = id_loss(output.id_logits, pids, cfg.label_smoothing)
+            if output.part_logits is not None:
+                ide = _with_parts(ide, [id_loss(output.part_logits[:, k], pids, cfg.label_smoothing)
+                                        for k in range(output.part_logits.shape[1])])
+            terms["id"] = cfg.id_weight * ide
         if cfg.triplet_weight > 0:
             branches = [output.global_features]
             if output.local_features is not None:
                 branches.append(output.local_features)
             tri = torch.stack([triplet_loss(f, pids, cfg.triplet_margin) for f in branches]).mean()
+            if output.part_features is not None:
+                tri = _with_parts(tri, [triplet_loss(output.part_features[:, k], pids,
+                                                     cfg.triplet_margin)
+                                        for k in range(output.part_features.shape[1])])
             terms["triplet"] = cfg.triplet_weight * tri
         if self.margin_head is not None:
             terms["margin"] = cfg.margin_weight * self.margin_head(output.global_bn, pids)
@@ -83,6 +94,11 @@ class ReIDCriterion(nn.Module):
                               "triplet_weight, margin_weight, orthogonal_weight > 0")
         total = torch.stack(list(terms.values())).sum()
         return LossResult(total=total, terms=terms)
+
+
+def _with_parts(global_term: Tensor, part_terms: list[Tensor]) -> Tensor:
+    """TransReID's JPM weighting (its ``make_loss``): 0.5 x global + 0.5 x mean over parts."""
+    return 0.5 * global_term + 0.5 * torch.stack(part_terms).mean()
 
 
 def build_criterion(loss_cfg: LossConfig, feature_dim: int, num_classes: int) -> ReIDCriterion:

@@ -7,6 +7,7 @@ from torch import nn
 from ddrn.config import ModelConfig
 from ddrn.errors import ConfigError
 from ddrn.models.embedding_space import EmbeddingSpace
+from ddrn.models.jpm import JPMReID
 from ddrn.models.reid import ViTReID
 from ddrn.models.resnet import ResNetReID
 from ddrn.models.vit import build_vit, load_vit_weights
@@ -24,7 +25,8 @@ def build_model(model_cfg: ModelConfig, num_classes: int, num_cameras: int = 1,
             grid and the position embeddings.
 
     Returns:
-        :class:`~ddrn.models.reid.ViTReID` or :class:`~ddrn.models.resnet.ResNetReID`; both
+        :class:`~ddrn.models.reid.ViTReID`, :class:`~ddrn.models.jpm.JPMReID` or
+        :class:`~ddrn.models.resnet.ResNetReID`; all
         return a :class:`~ddrn.models.output.ReIDOutput` and have ``feature_dim``.
 
     Raises:
@@ -38,6 +40,9 @@ def build_model(model_cfg: ModelConfig, num_classes: int, num_cameras: int = 1,
     vit = build_vit(model_cfg, input_size)
     if model_cfg.pretrained is not None:
         load_vit_weights(vit, model_cfg.pretrained, model_cfg.backbone)
+    if model_cfg.jpm:  # after loading: both branches start from the pretrained last block
+        return JPMReID(vit, num_classes, num_cameras, sie=model_cfg.sie,
+                       sie_coef=model_cfg.sie_coef)
     space = None
     if model_cfg.embedding_space:
         space = EmbeddingSpace(model_cfg.num_embeddings, vit.embed_dim, tau=model_cfg.tau,

@@ -22,6 +22,11 @@ class ReIDOutput:
             has no local branch.
         code_indices: (B, N) the Embedding Space code chosen for every patch token, or None.
         codebook: (x, D) the Embedding Space weight itself (not a copy), or None.
+        part_features: (B, P, D) pre-BN JPM local features (TransReID's jigsaw branch), or None.
+        part_bn: (B, P, D) the same after their BNNecks, or None.
+        part_logits: (B, P, C) their ID classifiers' logits, or None.
+
+    With JPM, ``features`` is (B, (1 + P) x D): the global feature and the P local ones / 4.
     """
 
     features: Tensor
@@ -31,3 +36,6 @@ class ReIDOutput:
     local_features: Tensor | None = None
     code_indices: Tensor | None = None
     codebook: Tensor | None = None
+    part_features: Tensor | None = None
+    part_bn: Tensor | None = None
+    part_logits: Tensor | None = None

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ddrn.config import ModelConfig
 from ddrn.errors import CheckpointError, ConfigError
+from ddrn.models.transreid import is_transreid, transreid_backbone_weights
 from ddrn.models.weights import load_state_dict_file
 
 
@@ -110,7 +111,8 @@ def load_vit_weights(vit: VisionTransformer, source: str, backbone: str,
     """Copy pretrained ImageNet weights into ``vit`` (in place).
 
     ``source`` is a local ``.pth``/``.safetensors`` file (e.g. timm's
-    ``jx_vit_base_p16_224-80ecf9dd.pth``, the file TransReID starts from), ``hub`` (timm's
+    ``jx_vit_base_p16_224-80ecf9dd.pth``, the file TransReID starts from, or a checkpoint TransReID
+    trained, see :func:`~ddrn.models.transreid.transreid_backbone_weights`), ``hub`` (timm's
     default weights for ``backbone``) or an ``hf-hub:`` id; the hub is only tried for those two.
     The 14x14 position grid is resampled to the model's grid bilinearly, as TransReID's
     ``resize_pos_embed`` does (the CLS position is kept); the patch-embedding kernel is copied
@@ -130,6 +132,8 @@ def load_vit_weights(vit: VisionTransformer, source: str, backbone: str,
                 f"locally and set {key} to its path") from None
     else:
         state = load_state_dict_file(Path(source), key)
+        if is_transreid(state):  # a TransReID re-ID checkpoint: its ViT, at its own grid
+            state = transreid_backbone_weights(state, vit.patch_embed.grid_size, source)
     state = _adapt_state(state, vit, source, key)
     missing, _ = vit.load_state_dict(state, strict=False)
     if missing:

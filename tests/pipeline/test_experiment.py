@@ -99,8 +99,9 @@ def test_evaluate_stage_writes_metrics(project: tuple[ProjectConfig, Path], tmp_
     assert written == json.loads(json.dumps(docs[0]))
 
 
-def test_evaluate_checkpoint_reads_own_and_transreid_state_dicts(
-        project: tuple[ProjectConfig, Path], tmp_path: Path) -> None:
+def test_evaluate_checkpoint_reads_own_state_dicts(project: tuple[ProjectConfig, Path],
+                                                   tmp_path: Path) -> None:
+    # TransReID's own checkpoints: tests/pipeline/test_evaluate_checkpoint.py.
     config, root = project
     spec = config.experiment("occluded_duke-vit_baseline-s0")
     run_dir = root / "runs" / spec.name
@@ -108,16 +109,13 @@ def test_evaluate_checkpoint_reads_own_and_transreid_state_dicts(
         train_experiment(config, spec, run_dir, packed_root=root / "packed")
     raw = root / "raw" / "occluded_duke"
     own = evaluate_checkpoint(run_dir / "model.pt", raw, "occluded_duke", config, "vit_baseline")
-    # The same weights under TransReID's names, wrapped and with a DataParallel prefix.
+    # Wrapped and with a DataParallel prefix: the same weights, the same numbers.
     state = torch.load(run_dir / "model.pt", weights_only=True)["model"]
-    renamed = {"module." + k.replace("backbone.", "base.").replace("global_neck.bn.", "bottleneck."): v
-               for k, v in state.items()}
-    torch.save({"state_dict": renamed}, tmp_path / "transreid.pth")
-    theirs = evaluate_checkpoint(tmp_path / "transreid.pth", raw, "occluded_duke", config,
-                                 "vit_baseline")
-    assert theirs["occluded_duke"]["mAP"] == pytest.approx(own["occluded_duke"]["mAP"])
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "dp.pth")
+    wrapped = evaluate_checkpoint(tmp_path / "dp.pth", raw, "occluded_duke", config, "vit_baseline")
+    assert wrapped["occluded_duke"]["mAP"] == pytest.approx(own["occluded_duke"]["mAP"])
     with pytest.raises(CheckpointError, match="do not fit") as err:
-        evaluate_checkpoint(tmp_path / "transreid.pth", raw, "occluded_duke", config, "ddrn")
+        evaluate_checkpoint(tmp_path / "dp.pth", raw, "occluded_duke", config, "ddrn")
     assert "\n" not in str(err.value)
 
 

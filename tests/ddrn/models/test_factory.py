@@ -26,8 +26,11 @@ def test_every_variant_builds_trains_and_honours_the_output_contract(variant):
     out = model.train()(images, torch.zeros(BATCH, dtype=torch.long))
     assert isinstance(out, ReIDOutput)
     d = model.feature_dim
-    for name in ("features", "global_features", "global_bn"):
+    for name in ("global_features", "global_bn"):
         assert getattr(out, name).shape == (BATCH, d), name
+    # JPM's retrieval feature is the global one and its 4 local ones side by side.
+    assert out.features.shape == (BATCH, d * (5 if spec.model.jpm else 1))
+    assert (out.part_logits is not None) == spec.model.jpm
     assert out.id_logits.shape == (BATCH, NUM_CLASSES)
     assert (out.local_features is not None) == (spec.model.id_feature == "local")
     assert (out.codebook is not None) == spec.model.embedding_space
