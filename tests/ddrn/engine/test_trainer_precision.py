@@ -85,6 +85,7 @@ def test_bf16_autocast_trains_ddrn_through_fit(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())   # fp32 master weights
     last = result.history[-1]
     assert all(np.isfinite(v) for v in last.values())
+    assert 50 < last["peak_rss_mb"] < 1e6                 # this process's peak, in MiB
     for term in ("id", "triplet", "margin", "orthogonal"):
         assert f"loss/{term}" in last
     # bf16 really changes the numbers: the same run in fp32 gives other losses
