@@ -18,8 +18,8 @@ Checks, in order (later ones reuse the figures of earlier ones):
   images at 256x128, resident); its images/s >= 90% of the bare step's (epoch 2 is timed, so
   compilation is not counted).
 - ``resume``: a run killed after epoch 2 and resumed ends with the weights of an uninterrupted
-  run, under bf16 and under fp16 + GradScaler; the tolerance is the difference between two
-  uninterrupted runs (CUDA kernels are not bit-deterministic by default).
+  run, under bf16 and under fp16 + GradScaler; the tolerance is twice the difference between two
+  uninterrupted runs (0 where the kernels are deterministic; CUDA's are not by default).
 - ``eval``: features and R1/mAP of the same model on the GPU and on the CPU; metrics equal.
 - ``ray``: two Ray Tune trials at ``gpu: 0.5`` each run at the same time on the one GPU.
 
@@ -30,6 +30,7 @@ runs it); it proves the script's logic, not any GPU figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import sys
@@ -220,13 +221,17 @@ def check_epoch(ctx: Context, split: PackedSplit) -> list[Row]:
                   f">= {GOAL_EPOCH_SHARE:.0%}")]
 
 
+class _Killed(Exception):
+    """Stands for a kill right after a checkpoint."""
+
+
 class _KillAfter:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
     def on_epoch_end(self, epoch: int, metrics: dict, checkpoint: Path | None) -> None:
         if epoch == self.epoch:
-            raise KeyboardInterrupt
+            raise _Killed
 
 
 def check_resume(ctx: Context, split: PackedSplit) -> list[Row]:
@@ -245,19 +250,19 @@ def check_resume(ctx: Context, split: PackedSplit) -> list[Row]:
                 fit(model, criterion, loader, train, Path(tmp, name), ctx.device, seed=0)
                 runs.append(model.state_dict())
             model, criterion, loader = _fit_parts(ctx, split, train)
-            try:
+            with contextlib.suppress(_Killed):
                 fit(model, criterion, loader, train, Path(tmp, "c"), ctx.device,
                     callbacks=[_KillAfter(2)], seed=0)
-            except KeyboardInterrupt:
-                pass
             model, criterion, loader = _fit_parts(ctx, split, train)
             fit(model, criterion, loader, train, Path(tmp, "c"), ctx.device, resume=True, seed=0)
             noise = max_abs_diff(runs[0], runs[1])
             diff = max_abs_diff(runs[0], model.state_dict())
-        ok = diff <= noise
+        # Bit-equal where the kernels are deterministic (noise 0); otherwise within what two
+        # identical runs already differ by (x2: the resumed run carries its own share).
+        ok = diff <= 2 * noise
         rows.append(Row(f"resume {amp}", "PASS" if ok else "FAIL",
                         f"max |w_resumed - w| {diff:.2e} (two plain runs: {noise:.2e})",
-                        "<= run-to-run difference"))
+                        "<= 2x run-to-run difference (0 when deterministic)"))
     return rows
 
 
@@ -271,7 +276,7 @@ def check_eval(ctx: Context, split: PackedSplit) -> list[Row]:
     """R1/mAP of one model evaluated on the device and on the CPU (query = every 4th image)."""
     from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance
 
-    sub = np.arange(min(len(split), 64 if ctx.quick else 1024))
+    sub = np.arange(min(len(split), 64 if ctx.quick else 256))  # the CPU side sets the pace
     is_q = sub % 4 == 0
 
     def part(mask: np.ndarray, camid: int) -> PackedSplit:
