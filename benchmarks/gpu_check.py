@@ -316,7 +316,8 @@ def check_ray(ctx: Context, split: PackedSplit) -> list[Row]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     resource = "gpu" if ctx.cuda else "cpu"
     steps = 3 if ctx.quick else 20
-    device, batch, input_cfg = str(ctx.device), ctx.batch, ctx.config.input
+    # Inside a trial Ray sets CUDA_VISIBLE_DEVICES to the GPU it granted: plain "cuda" is that one.
+    device, batch, input_cfg = ("cuda" if ctx.cuda else "cpu"), ctx.batch, ctx.config.input
     model_cfg = ctx.config.resolve(ctx.config.experiments_list()[0].train_set, "ddrn", 0).model
 
     def trial(config: dict) -> None:
