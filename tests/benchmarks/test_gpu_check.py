@@ -52,7 +52,9 @@ def test_cpu_dry_run_executes_every_check_but_ray(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gpu_check.md"
     only = [a for name in CHECKS if name != "ray" for a in ("--only", name)]
+    threads = torch.get_num_threads()
     code = gpu_check.main(["--device", "cpu", "--quick", "--no-compile", *only, "--out", str(out)])
+    assert torch.get_num_threads() == threads             # the dry run's 1 thread is given back
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line[:4] in ("PASS", "FAIL", "INFO")]
     checks = {line[6:].split()[0] for line in rows}
