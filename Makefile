@@ -41,3 +41,11 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The paper path (issue 15): CUDA checks in one go, and the full-size paper profile on the CPU.
+.PHONY: gpu-check paper-smoke
+gpu-check: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m benchmarks.gpu_check
+
+paper-smoke: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -m slow -s tests/pipeline/test_paper_smoke.py

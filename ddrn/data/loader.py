@@ -40,10 +40,14 @@ class TrainLoader:
     Args:
         workers: background threads preparing batches ahead (0 = in the consumer's thread).
             ``None`` = 0, except 1 on CUDA when the split is read from the memmap.
+        resident: keep a copy of the whole split in ``device`` memory and index it there.
+            ``None`` = on CUDA when it takes at most ``GPU_STORE_SHARE`` of the free memory;
+            ``True`` forces it on any device (how the CPU suite runs the GPU's code path).
     """
 
     def __init__(self, split: PackedSplit, train_cfg: TrainConfig, input_cfg: InputConfig,
-                 device: torch.device | str, seed: int = 0, workers: int | None = None) -> None:
+                 device: torch.device | str, seed: int = 0, workers: int | None = None,
+                 resident: bool | None = None) -> None:
         self.split = split
         self.device = torch.device(device)
         self.seed = seed
@@ -52,7 +56,7 @@ class TrainLoader:
         self.augment = BatchAugment(input_cfg, train=True, seed=seed)
         self.pids = torch.from_numpy(np.asarray(split.pids)).to(self.device)
         self.camids = torch.from_numpy(np.asarray(split.camids)).to(self.device)
-        self._store = self._device_store()
+        self._store = self._device_store(resident)
         if workers is None:
             workers = 1 if self.device.type == "cuda" and self._store is None else 0
         if workers < 0:
@@ -115,17 +119,23 @@ class TrainLoader:
             images = self.augment(raw, seed=batch_seed)
         return images, self.pids[index], self.camids[index]
 
-    def _device_store(self) -> torch.Tensor | None:
-        if self.device.type != "cuda":
+    @property
+    def resident(self) -> bool:
+        """Whether batches are indexed from a copy of the split in device memory."""
+        return self._store is not None
+
+    def _device_store(self, resident: bool | None) -> torch.Tensor | None:
+        if resident is False or (resident is None and self.device.type != "cuda"):
             return None
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if self.split.images.nbytes > GPU_STORE_SHARE * free:
-            return None
+        if resident is None:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if self.split.images.nbytes > GPU_STORE_SHARE * free:
+                return None
         return torch.from_numpy(np.ascontiguousarray(self.split.images)).to(self.device)
 
 
 def make_train_loader(split: PackedSplit, train_cfg: TrainConfig, input_cfg: InputConfig,
-                      device: torch.device | str, seed: int, workers: int | None = None
-                      ) -> TrainLoader:
+                      device: torch.device | str, seed: int, workers: int | None = None,
+                      resident: bool | None = None) -> TrainLoader:
     """The training loader of CONTRACTS.md (see :class:`TrainLoader`)."""
-    return TrainLoader(split, train_cfg, input_cfg, device, seed, workers)
+    return TrainLoader(split, train_cfg, input_cfg, device, seed, workers, resident)

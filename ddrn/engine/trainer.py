@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import resource
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -177,8 +178,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any
 
     Returns:
         ``loss`` (mean total), ``loss/<term>`` (mean of each weighted term), ``images_per_s``,
-        ``epoch_seconds`` and, when the model has an Embedding Space, ``code_perplexity`` and
-        ``dead_codes`` over every token of the epoch.
+        ``epoch_seconds``, ``peak_rss_mb`` (the process's peak resident memory so far; plus
+        ``peak_gpu_mb`` on CUDA) and, when the model has an Embedding Space,
+        ``code_perplexity`` and ``dead_codes`` over every token of the epoch.
     """
     model.train()
     criterion.train()
@@ -235,6 +237,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any
     metrics = {name: float(v) / max(steps, 1) for name, v in sums.items()}
     metrics["images_per_s"] = images_seen / max(seconds, 1e-9)
     metrics["epoch_seconds"] = seconds
+    # Memory at full size is what decides whether a recipe fits a machine: record it per epoch.
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if device.type == "cuda":
+        metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if hist is not None:
         probs = hist.double() / max(int(hist.sum()), 1)
         entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()

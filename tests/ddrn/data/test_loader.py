@@ -74,3 +74,26 @@ def test_stopping_early_and_matching_the_store(split: PackedSplit) -> None:
     assert (split.images == before).all()
     with pytest.raises(ValueError, match="workers"):
         make_train_loader(split, TRAIN, INPUT, "cpu", 0, workers=-1)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA: benchmarks/gpu_check.py runs it on a GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_resident_store_gives_the_memmap_batches(split: PackedSplit, device: str) -> None:
+    # The GPU's path (the whole split copied to the device, batches fancy-indexed there) forced
+    # on the given device, against the same loader reading the memmap: same batches, same pixels.
+    resident = make_train_loader(split, TRAIN, INPUT, device, 2, workers=1, resident=True)
+    streamed = make_train_loader(split, TRAIN, INPUT, device, 2, workers=0, resident=False)
+    assert resident.resident and not streamed.resident
+    assert resident._store.device.type == device and resident._store.dtype == torch.uint8
+    for epoch in (0, 1):
+        a, b = _epoch(resident, epoch), _epoch(streamed, epoch)
+        assert len(a) == len(b) == 5
+        for (xa, pa, ca), (xb, pb, cb) in zip(a, b, strict=True):
+            assert xa.device.type == pa.device.type == ca.device.type == device
+            assert xa.shape == (8, 3, 32, 16) and xa.dtype == torch.float32
+            assert torch.equal(xa, xb) and torch.equal(pa, pb) and torch.equal(ca, cb)
+    # auto: resident on CUDA only (when the split fits), never on the CPU
+    assert make_train_loader(split, TRAIN, INPUT, device, 0).resident == (device == "cuda")
