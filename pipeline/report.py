@@ -239,19 +239,19 @@ def _split(arrays: dict[str, np.ndarray], which: str) -> tuple[np.ndarray, np.nd
     return np.asarray(feats, dtype=np.float32), np.asarray(pids), np.asarray(camids)
 
 
-def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
-                paths: ReportPaths) -> Any:
-    """Fig. 7: the ``report.tsne_ids`` identities with the most test images, both models."""
-    if len(models) < 2:
-        return figs.tsne({}, paths.out / FIGURES["fig7"])
-    panels = {}
+def tsne_panels(models: dict[str, dict[str, np.ndarray]],
+                n_ids: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fig. 7's points: the ``n_ids`` identities with the most test images (of the first
+    model's arrays; the same ids for every model), as ``{label: (features, pids, is_query)}``.
+
+    pid 0 is the distractor pool and -1 junk (Market/Duke convention): they are not identities
+    and are left out (the distractor pool, the largest "id", was drawn as one cluster).
+    """
     first = next(iter(models.values()))
-    qf, qp, _ = _split(first, "query")
-    gf, gp, _ = _split(first, "gallery")
-    pids = np.concatenate([qp, gp])
-    # pid 0 is the distractor pool and -1 junk (Market/Duke convention): not identities.
+    pids = np.concatenate([_split(first, "query")[1], _split(first, "gallery")[1]])
     ids, counts = np.unique(pids[pids > 0], return_counts=True)
-    chosen = ids[np.argsort(-counts, kind="stable")[: config.report.tsne_ids]]
+    chosen = ids[np.argsort(-counts, kind="stable")[:n_ids]]
+    panels = {}
     for label, arrays in models.items():
         qf, qp, _ = _split(arrays, "query")
         gf, gp, _ = _split(arrays, "gallery")
@@ -259,7 +259,16 @@ def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
         is_query = np.concatenate([np.ones(len(qp), bool), np.zeros(len(gp), bool)])
         keep = np.isin(allp, chosen)
         panels[label] = (feats[keep], allp[keep], is_query[keep])
-    return figs.tsne(panels, paths.out / FIGURES["fig7"], seed=config.seed)
+    return panels
+
+
+def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
+                paths: ReportPaths) -> Any:
+    """Fig. 7: the ``report.tsne_ids`` identities with the most test images, both models."""
+    if len(models) < 2:
+        return figs.tsne({}, paths.out / FIGURES["fig7"])
+    return figs.tsne(tsne_panels(models, config.report.tsne_ids), paths.out / FIGURES["fig7"],
+                     seed=config.seed)
 
 
 def ranked_gallery(arrays: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -393,8 +402,8 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         f"| profile | `{config.profile}` ({len(specs)} experiments: training set × variant × seed) |",
         f"| data | {'<br>'.join(describe_data(config))} |",
         f"| code | `{code_version(root)}` (last commit changing {', '.join(CODE_PATHS)}) |",
-        f"| run facts | wall times, throughput and date of the latest run: `{paths.timings}/"
-        "pipeline.md` (not committed: they differ on every run) |",
+        f"| run facts | wall times, throughput and date of the latest run: "
+        f"`{paths.timings.name}/pipeline.md` (not committed: they differ on every run) |",
         "", caveat])
     figure_md = "\n\n".join([
         "## Figures",
