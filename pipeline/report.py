@@ -446,8 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for doc in result["docs"])
             log.info("report: final metrics linked to %d/%d training runs in MLflow", linked,
                      len(result["docs"]))
-            for variant, uri in register_best(config.tracking, root, result["docs"]).items():
-                log.info("report: best %s model registered: %s", variant, uri)
+            for name, uri in register_best(config.tracking, root, result["docs"]).items():
+                log.info("report: best seed of %s registered: %s", name, uri)
             for path in result["markdown"]:
                 run.log_artifact(path, "reports")
             for rel in FIGURES.values():

@@ -61,6 +61,10 @@ TAG_FINGERPRINT = "fingerprint"
 TAG_KIND = "run_kind"
 """``stage`` for a stage invocation's parent run, ``trial`` for a trained model's run: filter
 with ``tags.run_kind = 'trial'`` to see only models."""
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Opens the experiment on MLflow's training-runs table (MLflow 3 otherwise guesses a GenAI
+experiment and opens an empty traces overview)."""
 DISPLAY_DECIMALS = 2
 """Evaluation metrics are logged rounded: the UI shows 23.53, not 23.5294117…; the exact values
 are in ``metrics/<exp>.json``."""
@@ -128,8 +132,10 @@ def ensure_experiment(uri: str, name: str) -> str:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+                client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             return exp.experiment_id
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
     except Exception as exc:  # any backend failure is a configuration problem the user can fix
         if isinstance(exc, DDRNError):
             raise

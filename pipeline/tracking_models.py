@@ -2,9 +2,9 @@
 
 The second half of :mod:`pipeline.tracking` (its run layout, its client): the evaluate stage logs
 every trained model into its training run with :func:`log_trained_model`, and the report stage
-registers the best run of each variant with :func:`register_best`, so
+registers the best run (seed) of each variant and training set with :func:`register_best`, so
 
-    mlflow.pytorch.load_model("models:/<experiment_name>-<variant>/<version>")
+    mlflow.pytorch.load_model("models:/<experiment_name>-<train_set>-<variant>/<version>")
 
 gives a :class:`ddrn.models.extractor.FeatureExtractor`: uint8 images ``(B, H, W, 3)`` at the
 profile's input size -> retrieval features ``(B, D)``, the features the evaluate stage ranks with.
@@ -59,9 +59,11 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def registered_name(tracking: TrackingConfig, variant: str) -> str:
-    """``<experiment_name>-<variant>``: one registered model per variant and profile."""
-    return f"{tracking.experiment_name}-{variant}"
+def registered_name(tracking: TrackingConfig, train_set: str, variant: str) -> str:
+    """``<experiment_name>-<train_set>-<variant>``: one registered model per variant and training
+    set (models trained on different sets serve different domains, and their mAPs are on
+    different test sets, so "best" is only decided among seeds)."""
+    return f"{tracking.experiment_name}-{train_set}-{variant}"
 
 
 def log_trained_model(config: ProjectConfig, spec: ExperimentSpec, model: torch.nn.Module,
@@ -138,8 +140,9 @@ def headline_score(doc: Mapping[str, Any]) -> float:
 
 def register_best(tracking: TrackingConfig, root: str | Path,
                   docs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Register the best evaluated run of each variant as a new version of
-    ``<experiment_name>-<variant>`` (unless that run already is the latest version).
+    """Register the best evaluated run of each (training set, variant), i.e. its best seed, as a
+    new version of ``<experiment_name>-<train_set>-<variant>`` (unless that run already is the
+    latest version).
 
     Args:
         tracking: the profile's tracking section.
@@ -147,7 +150,7 @@ def register_best(tracking: TrackingConfig, root: str | Path,
         docs: the ``metrics/<exp>.json`` documents.
 
     Returns:
-        variant -> ``models:/<name>/<version>`` of its current best.
+        registered model name -> ``models:/<name>/<version>`` of its current best.
     """
     if not tracking.enabled:
         return {}
@@ -156,25 +159,25 @@ def register_best(tracking: TrackingConfig, root: str | Path,
     uri = resolve_tracking_uri(tracking, root)
     client = _client(uri)
     best: dict[str, Mapping[str, Any]] = {}
-    for doc in sorted(docs, key=lambda d: (d["variant"], d["seed"])):
-        if doc["variant"] not in best or headline_score(doc) > headline_score(best[doc["variant"]]):
-            best[doc["variant"]] = doc
+    for doc in sorted(docs, key=lambda d: (d["train_set"], d["variant"], d["seed"])):
+        name = registered_name(tracking, doc["train_set"], doc["variant"])
+        if name not in best or headline_score(doc) > headline_score(best[name]):
+            best[name] = doc
     out = {}
-    for variant, doc in best.items():
+    for name, doc in best.items():
         run_id = find_trial_run(uri, tracking.experiment_name, doc["experiment"], doc["fingerprint"])
         model_uri = client.get_run(run_id).data.tags.get(TAG_MODEL_URI) if run_id else None
         if not model_uri:
             continue
-        name = registered_name(tracking, variant)
         versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"],
                                                 max_results=1)
         if versions and versions[0].run_id == run_id:
-            out[variant] = f"models:/{name}/{versions[0].version}"
+            out[name] = f"models:/{name}/{versions[0].version}"
             continue
         with _tracking_uri(uri):
             mv = mlflow.register_model(model_uri, name, tags={
                 "experiment": doc["experiment"], "selected_by": "best mAP on its training set's test split",
                 "mAP": f"{headline_score(doc):.2f}"})
-        out[variant] = f"models:/{name}/{mv.version}"
+        out[name] = f"models:/{name}/{mv.version}"
         log.info("MLflow registry: %s version %s <- %s", name, mv.version, doc["experiment"])
     return out

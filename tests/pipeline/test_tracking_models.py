@@ -82,11 +82,12 @@ def test_registered_model_extracts_the_checkpoints_features(
                                                  np.asarray(query.images[:2]), tmp_path) == uri
 
     registered = tracking_models.register_best(config.tracking, tmp_path, docs)
-    assert registered == {"ddrn": "models:/registry-test-ddrn/1"}
+    name = "registry-test-occluded_duke-ddrn"
+    assert registered == {name: f"models:/{name}/1"}
     assert tracking_models.register_best(config.tracking, tmp_path, docs) == registered
 
     client = MlflowClient(mlflow_server.uri)
-    version = client.get_model_version("registry-test-ddrn", "1")
+    version = client.get_model_version(name, "1")
     best_run = client.get_run(version.run_id)
     assert best_run.data.tags["experiment"] == "occluded_duke-ddrn-s1"
     assert best_run.data.tags["run_kind"] == "trial"
@@ -97,11 +98,11 @@ def test_registered_model_extracts_the_checkpoints_features(
     import mlflow.pytorch
     from mlflow.models import get_model_info
 
-    info = get_model_info("models:/registry-test-ddrn/1")
+    info = get_model_info(f"models:/{name}/1")
     (inp,), (out,) = info.signature.inputs.inputs, info.signature.outputs.inputs
     assert (str(inp.type), tuple(inp.shape)) == ("uint8", (-1, 32, 16, 3))
     assert (str(out.type), tuple(out.shape)) == ("float32", (-1, 16))
-    loaded = mlflow.pytorch.load_model("models:/registry-test-ddrn/1")
+    loaded = mlflow.pytorch.load_model(f"models:/{name}/1")
     served = loaded(torch.from_numpy(np.array(query.images)))
     expected = extract_features(models[1], query, config.input, 64, "cpu")
     assert served.shape == expected.shape == (len(query), 16)
