@@ -92,7 +92,7 @@ def test_registered_model_extracts_the_checkpoints_features(
     assert best_run.data.tags["experiment"] == "occluded_duke-ddrn-s1"
     assert best_run.data.tags["run_kind"] == "trial"
     assert best_run.info.run_name == "ddrn-s1 occluded_duke"
-    logged = client.get_logged_model(version.model_id)
+    logged = client.get_logged_model(best_run.data.tags["model_uri"].removeprefix("models:/"))
     assert logged.experiment_id == best_run.info.experiment_id  # not MLflow's "Default"
 
     import mlflow.pytorch
