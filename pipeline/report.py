@@ -188,7 +188,8 @@ def curves_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], paths:
     quantities for ``dvc plots show``."""
     curves: dict[str, dict[str, list[list[float]]]] = {}
     histories = {}
-    for spec in specs:
+    groups = list(config.experiments)  # panels in params.yaml's order (the ablation first)
+    for spec in sorted(specs, key=lambda s: groups.index(s.group) if s.group in groups else 0):
         history = load_history(paths.runs / spec.name)
         if not history:
             continue
@@ -354,6 +355,11 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
     t1_pub = tables.table1_published()
     t2 = tables.table2(config, df, TABLE2_DATASET)
     gap = tables.occlusion_gap(config, df)
+    # test sets in params.yaml's order (the ablation set first), variants in profile order
+    test_order = list(dict.fromkeys(t for g in config.experiments.values() for t in g.test_sets))
+    if not gap.empty:
+        gap = gap.sort_values("Test set", kind="stable", key=lambda c: c.map(
+            lambda t: test_order.index(t) if t in test_order else len(test_order)))
 
     log.info("report: drawing figures")
     figures = {"curves": curves_figure(config, specs, paths)}

@@ -72,6 +72,7 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]
                 ax.fill_between(epochs, arr.min(0), arr.max(0), alpha=0.2, color=colour)
         ax.set_title(group)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
     fig.tight_layout()
