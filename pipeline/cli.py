@@ -20,9 +20,19 @@ from ddrn.errors import DataError, DDRNError
 EXIT_USER_ERROR = 2
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every stage shares."""
-    parser = argparse.ArgumentParser(description=description)
+def base_parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage shares.
+
+    ``--help`` names the command as it is run (``python -m pipeline.sweep``, not ``sweep.py``)
+    and shows the description as plain text (the docstring's reStructuredText literals
+    stripped); ``epilog`` is printed as written (e.g. the environment variables a stage reads).
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None and spec.name.startswith("pipeline.") \
+        else None
+    parser = argparse.ArgumentParser(prog=prog, description=description.replace("``", ""),
+                                     epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="the parameters file (default: params.yaml)")
     parser.add_argument("--profile", default=None,

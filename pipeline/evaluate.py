@@ -44,7 +44,22 @@ def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: P
             from pipeline.tracking import log_evaluation
 
             log_evaluation(config.tracking, Path.cwd(), doc)
+            _log_model(config, spec, runs_dir / spec.name, packed_root)
     return docs
+
+
+def _log_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path, packed_root: Path) -> None:
+    """The trained model as an MLflow Model in its training run (input example: two queries)."""
+    import numpy as np
+    import torch
+
+    from ddrn.data import open_packed
+    from pipeline.experiment import load_trained_model
+    from pipeline.tracking_models import log_trained_model
+
+    model = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
+    query = open_packed(packed_root / spec.test_sets[0]).splits["query"]
+    log_trained_model(config, spec, model, np.asarray(query.images[:2]), Path.cwd())
 
 
 def write_metrics(path: Path, doc: dict[str, Any]) -> None:
@@ -82,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.log_params({"experiments": len(specs)})
                 for doc in docs:
                     run.log_artifact(args.metrics_dir / f"{doc['experiment']}.json", "metrics")
+    # Each result was logged once as it was computed (pipeline.experiment); not printed again,
+    # except the mark a partial (unfinished) evaluation must carry on the console too.
     for doc in docs:
-        for test_set, res in doc["results"].items():
-            partial = (f"  PARTIAL (epoch {doc['epochs_trained']} of {doc['epochs']})"
-                       if doc.get("partial") else "")
-            print(f"{doc['experiment']:40s} {test_set:24s} R1 {res['R1']:5.1f}  mAP {res['mAP']:5.1f}"
-                  f"  mINP {res['mINP']:5.1f}{partial}")
+        if doc.get("partial"):
+            print(f"{doc['experiment']}  PARTIAL (epoch {doc['epochs_trained']} of {doc['epochs']})")
+    log.info("evaluate: %d experiments, metrics in %s", len(docs), args.metrics_dir)
     return 0
 
 

@@ -210,8 +210,18 @@ def _split_arrays(prefix: str, split: PackedSplit, features: torch.Tensor) -> di
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` layout, byte-stable: ``np.savez`` stamps every zip member with the
+    current time, so the same features gave a new file (and a new ``eval`` hash in dvc.lock) on
+    every run. Members get a fixed date instead; ``np.load`` reads the file as usual."""
+    import zipfile
+
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, value in sorted(arrays.items()):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
     tmp.replace(path)
 
 

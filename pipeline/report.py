@@ -3,8 +3,11 @@
 Reads ``metrics/<exp>.json`` (evaluate stage), ``eval/<exp>/<test_set>.npz`` (features),
 ``runs/<exp>/`` (history, weights), ``data/packed/`` (images for Fig. 1) and ``timings/``; writes
 ``reports/results.md`` (header, every table, every figure), ``reports/table1.md``,
-``reports/table2.md``, ``reports/figures/*.png`` and ``reports/curves/<exp>.csv`` (training
-curves for ``dvc plots show``). The markdown and figures are also logged to MLflow (a ``report``
+``reports/table2.md``, ``reports/figures/*.png``, ``reports/curves/<quantity>.csv`` (comparison
+charts for ``dvc plots show``) and ``reports/metrics/<test_set>/<variant>.json`` (the headline
+numbers for ``dvc metrics show``; see :mod:`pipeline.report_views`). Every committed output is
+the same on every run of unchanged code; what varies (generation time, stage wall times,
+training throughput) goes to ``timings/pipeline.md``, which is not committed. The markdown and figures are also logged to MLflow (a ``report``
 run), and each experiment's final metrics are logged into its training run if the evaluate
 stage did not already.
 """
@@ -12,7 +15,6 @@ stage did not already.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import subprocess
 import time
@@ -23,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline import report_figures as figs
 from pipeline import report_tables as tables
+from pipeline import report_views as views
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.published import TABLE2_DATASET
 from pipeline.timing import load_timings
@@ -141,14 +145,32 @@ def _pick(arrays: dict[str, np.ndarray], *names: str) -> np.ndarray:
     raise KeyError(f"none of {names} in the eval file (keys: {sorted(arrays)})")
 
 
+CODE_PATHS = ("ddrn", "pipeline", "params.yaml", "dvc.yaml", "pyproject.toml")
+"""What decides the results: the code version names the last commit that changed one of these."""
+
+
 def code_version(root: Path) -> str:
-    """``git describe --always --dirty`` of ``root`` (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+    """The commit the results' code and params come from: the last commit that changed
+    :data:`CODE_PATHS`, plus ``-dirty`` when they have uncommitted changes (``unknown`` outside
+    a git checkout).
+
+    Not ``git describe --dirty`` of ``HEAD``: the run's own outputs (reports, metrics, dvc.lock)
+    made every tree dirty, and committing them moved ``HEAD``, so the header changed on every
+    reproduce although the code had not.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("log", "-1", "--format=%h", "--abbrev=12", "--", *CODE_PATHS)
+    if not commit:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return f"{commit}-dirty" if dirty else commit
 
 
 def describe_data(config: ProjectConfig) -> list[str]:
@@ -184,29 +206,25 @@ def _specs_by_variant(specs: Sequence[ExperimentSpec], train_set: str) -> dict[s
 
 
 def curves_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], paths: ReportPaths) -> Any:
-    """Training curves (figure + one CSV per experiment for ``dvc plots``)."""
+    """Training curves: the figure shows the ID loss (the one term every variant optimises
+    alike; total losses sum different terms), and ``reports/curves/`` gets the comparable
+    quantities for ``dvc plots show``."""
     curves: dict[str, dict[str, list[list[float]]]] = {}
-    curve_dir = paths.out / "curves"
-    curve_dir.mkdir(parents=True, exist_ok=True)
-    for old in curve_dir.glob("*.csv"):
-        old.unlink()
-    for spec in specs:
+    histories = {}
+    groups = list(config.experiments)  # panels in params.yaml's order (the ablation first)
+    for spec in sorted(specs, key=lambda s: groups.index(s.group) if s.group in groups else 0):
         history = load_history(paths.runs / spec.name)
         if not history:
             continue
-        losses = [epoch_loss(e) for e in history]
+        histories[spec] = history
+        id_loss = [float(e.get("loss/id", float("nan"))) for e in history]
         group = f"{spec.group or spec.train_set} (train: {spec.train_set})"
-        label = tables.variant_label(config, spec.variant)
-        curves.setdefault(group, {}).setdefault(label, []).append(losses)
-        keys = sorted({k for e in history for k, v in e.items()
-                       if isinstance(v, (int, float)) and k not in ("epoch", "loss")})
-        with open(curve_dir / f"{spec.name}.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["epoch", "loss", *keys])
-            for i, e in enumerate(history):
-                w.writerow([e.get("epoch", i + 1), f"{losses[i]:.6g}",
-                            *[e.get(k, "") for k in keys]])
-    return figs.training_curves(curves, paths.out / FIGURES["curves"])
+        curves.setdefault(group, {}).setdefault(spec.variant, []).append(id_loss)
+    views.write_curves(histories, paths.out / "curves")
+    labels = {v: tables.variant_label(config, v) for v in config.variants}
+    return figs.training_curves(curves, paths.out / FIGURES["curves"],
+                                colours=figs.variant_colours(config.variants), labels=labels,
+                                ylabel="ID loss (cross-entropy)")
 
 
 def codebook_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], paths: ReportPaths) -> Any:
@@ -245,25 +263,36 @@ def _split(arrays: dict[str, np.ndarray], which: str) -> tuple[np.ndarray, np.nd
     return np.asarray(feats, dtype=np.float32), np.asarray(pids), np.asarray(camids)
 
 
+def tsne_panels(models: dict[str, dict[str, np.ndarray]],
+                n_ids: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fig. 7's points: the ``n_ids`` identities with the most test images (of the first
+    model's arrays; the same ids for every model), as ``{label: (features, pids, is_query)}``.
+
+    pid 0 is the distractor pool and -1 junk (Market/Duke convention): they are not identities
+    and are left out (the distractor pool, the largest "id", was drawn as one cluster).
+    """
+    first = next(iter(models.values()))
+    pids = np.concatenate([_split(first, "query")[1], _split(first, "gallery")[1]])
+    ids, counts = np.unique(pids[pids > 0], return_counts=True)
+    chosen = ids[np.argsort(-counts, kind="stable")[:n_ids]]
+    panels = {}
+    for label, arrays in models.items():
+        qf, qp, _ = _split(arrays, "query")
+        gf, gp, _ = _split(arrays, "gallery")
+        feats, allp = np.concatenate([qf, gf]), np.concatenate([qp, gp])
+        is_query = np.concatenate([np.ones(len(qp), bool), np.zeros(len(gp), bool)])
+        keep = np.isin(allp, chosen)
+        panels[label] = (feats[keep], allp[keep], is_query[keep])
+    return panels
+
+
 def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
                 paths: ReportPaths) -> Any:
     """Fig. 7: the ``report.tsne_ids`` identities with the most test images, both models."""
     if len(models) < 2:
         return figs.tsne({}, paths.out / FIGURES["fig7"])
-    panels = {}
-    first = next(iter(models.values()))
-    qf, qp, _ = _split(first, "query")
-    gf, gp, _ = _split(first, "gallery")
-    pids = np.concatenate([qp, gp])
-    ids, counts = np.unique(pids[pids >= 0], return_counts=True)
-    chosen = ids[np.argsort(-counts, kind="stable")[: config.report.tsne_ids]]
-    for label, arrays in models.items():
-        qf, qp, _ = _split(arrays, "query")
-        gf, gp, _ = _split(arrays, "gallery")
-        feats, allp = np.concatenate([qf, gf]), np.concatenate([qp, gp])
-        keep = np.isin(allp, chosen)
-        panels[label] = (feats[keep], allp[keep])
-    return figs.tsne(panels, paths.out / FIGURES["fig7"], seed=config.seed)
+    return figs.tsne(tsne_panels(models, config.report.tsne_ids), paths.out / FIGURES["fig7"],
+                     seed=config.seed)
 
 
 def ranked_gallery(arrays: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +342,29 @@ def retrieval_figure(config: ProjectConfig, test_set: str, models: dict[str, dic
 # --------------------------------------------------------------------------------------------
 
 
+def write_run_facts(paths: ReportPaths, specs: Sequence[ExperimentSpec], report_seconds: float) -> Path:
+    """``timings/pipeline.md``: what differs on every run (date, stage wall times, training
+    throughput), kept out of the committed report so a reproduce leaves git clean."""
+    stage_times = {k: float(v["seconds"]) for k, v in load_timings(paths.timings).items()
+                   if k != "report"}
+    stage_times["report"] = report_seconds
+    per_kind: dict[str, float] = {}
+    for stage, sec in stage_times.items():
+        per_kind[stage.split("@")[0]] = per_kind.get(stage.split("@")[0], 0.0) + sec
+    lines = [f"# Run facts ({time.strftime('%Y-%m-%d %H:%M:%S')})", "",
+             f"Pipeline time: {_duration(sum(stage_times.values()))} (sum of the latest run of "
+             "every stage: " + ", ".join(f"{k} {_duration(v)}" for k, v in per_kind.items()) + ")",
+             "", "| experiment | epochs | train s | images/s (median epoch) |", "|---|---|---|---|"]
+    for spec in specs:
+        history = load_history(paths.runs / spec.name)
+        ips = sorted(float(e["images_per_s"]) for e in history if "images_per_s" in e)
+        secs = sum(float(e.get("epoch_seconds", 0.0)) for e in history)
+        if history:
+            lines.append(f"| {spec.name} | {len(history)} | {secs:.1f} | "
+                         f"{ips[len(ips) // 2] if ips else float('nan'):.0f} |")
+    return atomic_write_text(paths.timings / "pipeline.md", "\n".join(lines) + "\n")
+
+
 def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, Any]:
     """Write every report file; returns ``{"markdown": [...paths], "figures": {key: Figure},
     "docs": metrics documents}``."""
@@ -327,6 +379,11 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
     t1_pub = tables.table1_published()
     t2 = tables.table2(config, df, TABLE2_DATASET)
     gap = tables.occlusion_gap(config, df)
+    # test sets in params.yaml's order (the ablation set first), variants in profile order
+    test_order = list(dict.fromkeys(t for g in config.experiments.values() for t in g.test_sets))
+    if not gap.empty:
+        gap = gap.sort_values("Test set", kind="stable", key=lambda c: c.map(
+            lambda t: test_order.index(t) if t in test_order else len(test_order)))
 
     log.info("report: drawing figures")
     figures = {"curves": curves_figure(config, specs, paths)}
@@ -334,9 +391,9 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
     test_set, models = _baseline_and_ddrn(config, specs, paths)
     figures["fig7"] = tsne_figure(config, models, paths)
     figures["fig1"], fig1_caption = retrieval_figure(config, test_set, models, paths)
-    gap_labels = [f"{r['variant']}\n{r['Test set']}" for _, r in gap.iterrows()]
-    figures["gap"] = figs.occlusion_gap(gap_labels, list(gap.get("gap_mean", [])),
-                                        list(gap.get("gap_std", [])), paths.out / FIGURES["gap"])
+    figures["gap"] = figs.occlusion_gap(tables.occlusion_bars(gap), paths.out / FIGURES["gap"],
+                                        colours=figs.variant_colours(config.variants))
+    views.write_summary(df, paths.out / "metrics")
 
     synthetic = all(ds.source == "synthetic" for ds in config.datasets.values())
     caveat = ("> **Measured rows come from the synthetic benchmark** this pipeline generates "
@@ -363,26 +420,20 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         "## Occlusion gap",
         "R1 with each occluded query replaced by its unoccluded twin, minus R1 with the occluded "
         "query (same gallery, same model): how much occlusion costs each method.",
-        tables.to_markdown(gap, drop=("variant", "gap_mean", "gap_std"))])
+        "*R1 kept* is R1 occluded as a share of R1 twin: a small gap can come from a low twin R1, "
+        "so read the gap together with the absolute R1 and the share kept.",
+        tables.to_markdown(gap, drop=tables.GAP_HELPER_COLUMNS)])
 
-    timings = load_timings(paths.timings)
-    this_run = time.perf_counter() - t0
-    stage_times = {k: float(v["seconds"]) for k, v in timings.items() if k != "report"}
-    stage_times["report"] = this_run
-    total = sum(stage_times.values())
-    per_kind: dict[str, float] = {}
-    for stage, sec in stage_times.items():
-        per_kind[stage.split("@")[0]] = per_kind.get(stage.split("@")[0], 0.0) + sec
+    write_run_facts(paths, specs, time.perf_counter() - t0)
     header = "\n".join([
         f"# DDRN benchmark report: profile `{config.profile}`",
         "",
         "| | |", "|---|---|",
         f"| profile | `{config.profile}` ({len(specs)} experiments: training set × variant × seed) |",
         f"| data | {'<br>'.join(describe_data(config))} |",
-        f"| code | `{code_version(root)}` |",
-        f"| generated | {time.strftime('%Y-%m-%d %H:%M:%S')} |",
-        f"| pipeline time | {_duration(total)} (sum of the latest run of every stage: "
-        + ", ".join(f"{k} {_duration(v)}" for k, v in per_kind.items()) + ") |",
+        f"| code | `{code_version(root)}` (last commit changing {', '.join(CODE_PATHS)}) |",
+        f"| run facts | wall times, throughput and date of the latest run: "
+        f"`{paths.timings.name}/pipeline.md` (not committed: they differ on every run) |",
         "", caveat, *partial_note])
     figure_md = "\n\n".join([
         "## Figures",
@@ -392,7 +443,7 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         f"![Fig. 3]({FIGURES['fig3']})",
         f"### Fig. 7: t-SNE of `{test_set}` test features, {config.report.tsne_ids} identities",
         f"![Fig. 7]({FIGURES['fig7']})",
-        "### Training curves (mean over seeds; band: min–max)",
+        "### Training curves: ID loss (mean over seeds; band: min–max)",
         f"![training curves]({FIGURES['curves']})",
         "### Occlusion gap per method", f"![occlusion gap]({FIGURES['gap']})"])
 
@@ -417,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = build(config, paths, root)
 
     from pipeline.tracking import log_evaluation, stage_run
+    from pipeline.tracking_models import register_best
 
     with stage_run(config.tracking, root, "report", config.profile) as run:
         if run is not None:
@@ -424,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for doc in result["docs"])
             log.info("report: final metrics linked to %d/%d training runs in MLflow", linked,
                      len(result["docs"]))
+            for name, uri in register_best(config.tracking, root, result["docs"]).items():
+                log.info("report: best seed of %s registered: %s", name, uri)
             for path in result["markdown"]:
                 run.log_artifact(path, "reports")
             for rel in FIGURES.values():

@@ -16,6 +16,17 @@ from matplotlib.figure import Figure
 
 DPI = 110
 
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+"""matplotlib's tab10, written out: ``.dvc/plots/by_variant.json`` uses the same colours."""
+
+
+def variant_colours(variants: Sequence[str]) -> dict[str, str]:
+    """One colour per variant, by its position in ``params.yaml`` ``variants``: the same colour in
+    every figure and in ``dvc plots show`` (matplotlib's colour cycle restarts per panel, so a
+    variant changed colour between panels)."""
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+
 
 def _save(fig: Figure, path: Path) -> Figure:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,46 +45,76 @@ def placeholder(path: Path, title: str, reason: str) -> Figure:
 
 
 def training_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
-                    path: Path) -> Figure:
-    """Training loss per epoch: one panel per experiment group, one line per variant.
+                    path: Path, colours: Mapping[str, str] | None = None,
+                    labels: Mapping[str, str] | None = None, ylabel: str = "loss") -> Figure:
+    """One comparable training quantity per epoch: one panel per experiment group, one line per
+    variant (same colour in every panel).
 
     Args:
-        curves: ``{group: {variant label: [loss per epoch, one list per seed]}}``; the line is the
+        curves: ``{group: {variant: [value per epoch, one list per seed]}}``; the line is the
             mean over seeds, the band its min..max.
+        colours: variant -> colour (:func:`variant_colours`).
+        labels: variant -> legend label.
+        ylabel: what the curves are.
     """
     if not curves:
         return placeholder(path, "Training curves", "no training history found")
     fig = Figure(figsize=(5 * len(curves), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(curves)))
     for ax, (group, by_variant) in zip(axes, curves.items(), strict=True):
-        for label, seeds in by_variant.items():
+        for variant, seeds in by_variant.items():
             n = min(len(s) for s in seeds)
             arr = np.array([s[:n] for s in seeds], dtype=float)  # (seeds, epochs)
             epochs = np.arange(1, n + 1)
-            ax.plot(epochs, arr.mean(0), label=label)
+            colour = (colours or {}).get(variant)
+            ax.plot(epochs, arr.mean(0), label=(labels or {}).get(variant, variant), color=colour)
             if len(arr) > 1:
-                ax.fill_between(epochs, arr.min(0), arr.max(0), alpha=0.2)
+                ax.fill_between(epochs, arr.min(0), arr.max(0), alpha=0.2, color=colour)
         ax.set_title(group)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("total loss")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def occlusion_gap(labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
-                  path: Path) -> Figure:
-    """Bar chart of R1(unoccluded twin query) - R1(occluded query) per method and test set."""
-    if not labels:
+def occlusion_gap(bars: Mapping[str, Sequence[Mapping]], path: Path,
+                  colours: Mapping[str, str] | None = None) -> Figure:
+    """Absolute R1 with the occluded query (solid) and its unoccluded twin (hatched) side by
+    side per variant, one panel per test set, each pair labelled with the share of twin R1 kept
+    (``100 · R1 occluded / R1 twin``). A bare gap misleads: a model that is weak on the twins has
+    little to lose. Error bars (sample std over seeds) only where there are several seeds.
+
+    Args:
+        bars: ``{test set: [{"variant", "occ": (mean, std), "twin": (mean, std), "kept",
+            "seeds"}]}`` (:func:`pipeline.report_tables.occlusion_bars`).
+        colours: variant -> colour (:func:`variant_colours`).
+    """
+    if not bars:
         return placeholder(path, "Occlusion gap", "no test set with unoccluded twin queries")
-    fig = Figure(figsize=(max(5, 0.9 * len(labels) + 2), 3.8))
-    ax = fig.subplots()
-    x = np.arange(len(labels))
-    ax.bar(x, means, yerr=stds, capsize=3, color="tab:orange")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("R1 twin − R1 occluded (points)")
-    ax.set_title("Occlusion gap (smaller is more robust to occlusion)")
+    widest = max(len(rows) for rows in bars.values())
+    fig = Figure(figsize=(max(5.0, 1.3 * widest + 1.5) * len(bars), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(bars)))
+    for ax, (test_set, rows) in zip(axes, bars.items(), strict=True):
+        x = np.arange(len(rows))
+        for i, r in enumerate(rows):
+            colour = (colours or {}).get(r["variant"], "tab:gray")
+            several = r["seeds"] > 1
+            for dx, key, hatch in ((-0.2, "occ", None), (0.2, "twin", "//")):
+                mean, std = r[key]
+                ax.bar(i + dx, mean, width=0.4, color=colour, alpha=1.0 if key == "occ" else 0.45,
+                       hatch=hatch, edgecolor="black", linewidth=0.5,
+                       yerr=std if several else None, capsize=3)
+            top = max(r["occ"][0] + (r["occ"][1] if several else 0),
+                      r["twin"][0] + (r["twin"][1] if several else 0))
+            ax.text(i, top + 1.5, f"{r['kept']:.0f} % kept", ha="center", fontsize=8)
+        ax.set_xticks(x, [f"{r['variant']}\n({r['seeds']} seed{'s' * (r['seeds'] > 1)})"
+                          for r in rows], fontsize=8)
+        ax.set_ylim(0, 110)
+        ax.set_ylabel("R1 (%)")
+        ax.set_title(f"{test_set}: R1 occluded (solid) vs unoccluded twin (hatched)", fontsize=9)
+    fig.suptitle("Occlusion: absolute R1 and the share of twin R1 kept under occlusion")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -120,11 +161,13 @@ def codebook_cosine(codebooks: Mapping[str, Sequence[np.ndarray]], path: Path) -
     return _save(fig, path)
 
 
-def tsne(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, seed: int = 0) -> Figure:
-    """Fig. 7: t-SNE of features, one panel per model, coloured by identity.
+def tsne(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path,
+         seed: int = 0) -> Figure:
+    """Fig. 7: t-SNE of features, one panel per model, coloured by identity; queries are stars
+    with a black edge, gallery images dots.
 
     Args:
-        panels: ``{label: (features (N, D), pids (N,))}``.
+        panels: ``{label: (features (N, D), pids (N,), is_query (N,) bool)}``.
     """
     from sklearn.manifold import TSNE
 
@@ -132,19 +175,23 @@ def tsne(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, seed: 
         return placeholder(path, "Fig. 7: t-SNE", "no evaluated baseline / DDRN pair")
     fig = Figure(figsize=(5 * len(panels), 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (label, (feats, pids)) in zip(axes, panels.items(), strict=True):
+    for ax, (label, (feats, pids, is_query)) in zip(axes, panels.items(), strict=True):
         perplexity = float(max(2.0, min(30.0, (len(feats) - 1) / 3)))
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
             np.asarray(feats, dtype=np.float32))
         ids = sorted(set(pids.tolist()))
         colours = [_colour(i, len(ids)) for i in range(len(ids))]
         for colour, pid in zip(colours, ids, strict=True):
-            sel = pids == pid
+            sel = (pids == pid) & ~is_query
             ax.scatter(emb[sel, 0], emb[sel, 1], s=14, color=colour, label=str(pid))
+            sel = (pids == pid) & is_query
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=70, color=colour, marker="*",
+                       edgecolors="black", linewidths=0.6)
         ax.set_title(label)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Fig. 7: t-SNE of test features, {len(ids)} identities (colour = identity)")
+    fig.suptitle(f"Fig. 7: t-SNE of test features, {len(ids)} identities (colour = identity; "
+                 "★ query, ● gallery; distractors left out)")
     fig.tight_layout()
     return _save(fig, path)
 

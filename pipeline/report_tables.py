@@ -75,9 +75,16 @@ def fmt(values: Sequence[float]) -> str:
 
 
 def variant_label(config: ProjectConfig, variant: str) -> str:
-    """A short display name: the variant's description up to ':' / '(' (else its key)."""
+    """A short display name: the variant's description up to ':' / '(' (else its key), plus the
+    backbone actually run when it is a CNN (the ``bot_resnet50`` variant is a ResNet-18 in the
+    demo profile: the label says what was run, not what the key promises)."""
     desc = config.variants[variant].description if variant in config.variants else ""
     label = desc.split(":")[0].split(" (")[0].strip()
+    if variant in config.variants and config.datasets:
+        model = config.resolve(sorted(config.datasets)[0], variant, 0).model
+        if model.arch != "vit":
+            depth = model.cnn_backbone.removeprefix("resnet")
+            label = f"{label or variant}, ResNet-{depth}"
     return f"{label} (`{variant}`)" if label else f"`{variant}`"
 
 
@@ -106,13 +113,17 @@ def table1_measured(config: ProjectConfig, df: pd.DataFrame,
     rows = []
     for variant in table1_variants(config, df):
         row: dict[str, Any] = {"Method": variant_label(config, variant)}
-        seeds = set()
+        seeds: dict[str, int] = {}
         for column in TABLE1_COLUMNS:
             cell = _cell_rows(df, variant, TABLE1_DATASETS[column])
-            seeds |= set(cell.seed)
+            if len(cell):
+                seeds[column] = cell.seed.nunique()
             for m in metrics:
                 row[f"{column} {'R@1' if m == 'R1' else m}"] = fmt(list(cell[m])) if len(cell) else "-"
-        row["seeds"] = len(seeds)
+        # Seeds per cell: one number when every measured cell has as many, else per column
+        # (the ablation set has 3 seeds where the transfer sets have 1).
+        row["seeds"] = (str(next(iter(seeds.values()))) if len(set(seeds.values())) == 1 else
+                        ", ".join(f"{c} {n}" for c, n in seeds.items()) if seeds else "0")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -175,12 +186,31 @@ def occlusion_gap(config: ProjectConfig, df: pd.DataFrame) -> pd.DataFrame:
             continue
         gap_r1 = list(paired.R1_twin - paired.R1_occ)
         gap_map = list(paired.mAP_twin - paired.mAP_occ)
+        kept = [100.0 * o / t for o, t in zip(paired.R1_occ, paired.R1_twin, strict=True) if t > 0]
         rows.append({"Method": variant_label(config, variant), "variant": variant,
                      "Test set": test_set, "R1 occluded": fmt(list(paired.R1_occ)),
                      "R1 twin": fmt(list(paired.R1_twin)), "R1 gap": fmt(gap_r1),
-                     "mAP gap": fmt(gap_map), "gap_mean": mean_std(gap_r1)[0],
-                     "gap_std": mean_std(gap_r1)[1], "seeds": len(paired)})
+                     "R1 kept (%)": fmt(kept), "mAP gap": fmt(gap_map),
+                     "gap_mean": mean_std(gap_r1)[0], "gap_std": mean_std(gap_r1)[1],
+                     "occ": mean_std(list(paired.R1_occ))[:2],
+                     "twin": mean_std(list(paired.R1_twin))[:2],
+                     "kept": mean_std(kept)[0], "seeds": len(paired)})
     return pd.DataFrame(rows)
+
+
+GAP_HELPER_COLUMNS = ("variant", "gap_mean", "gap_std", "occ", "twin", "kept")
+"""Columns of :func:`occlusion_gap` the figure reads and the markdown table leaves out."""
+
+
+def occlusion_bars(gap: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """:func:`occlusion_gap` as the figure's input: ``{test set: [{variant, occ: (mean, std),
+    twin: (mean, std), kept, seeds}]}``, test sets and variants in the profile's order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for _, r in gap.iterrows():
+        out.setdefault(r["Test set"], []).append(
+            {"variant": r["variant"], "occ": r["occ"], "twin": r["twin"], "kept": r["kept"],
+             "seeds": int(r["seeds"])})
+    return out
 
 
 def to_markdown(df: pd.DataFrame, drop: Sequence[str] = ()) -> str:

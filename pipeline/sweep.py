@@ -48,6 +48,13 @@ from pipeline.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
+ENVIRONMENT = """environment:
+  RAY_ADDRESS          Ray cluster to run the trials on (e.g. ray://head:10001 or auto);
+                       unset: a local Ray on this machine
+  MLFLOW_TRACKING_URI  MLflow tracking server for the sweep and trial runs; wins over
+                       params.yaml tracking.tracking_uri (on a cluster: an http:// server)
+  RAY_AUTH_MODE        Ray's token authentication (the Makefile sets it to disabled)"""
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepOutcome:
@@ -249,7 +256,7 @@ def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m pipeline.sweep [--resume] [--num-samples N]``."""
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], epilog=ENVIRONMENT)
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted sweep with the same settings instead of "
                              "starting over (starts one if there is none)")

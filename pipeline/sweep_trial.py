@@ -68,7 +68,10 @@ class EpochReporter:
             return
         scores = score_model(self.model, self.packed, self.config, self.device)
         if self.tracker is not None and self.tracker.run_id is not None:
-            log_metrics(self.tracker.target.uri, self.tracker.run_id, scores, step=epoch)
+            # Named like the train/evaluate runs' metrics (`<test_set>.mAP`), so one column holds both.
+            log_metrics(self.tracker.target.uri, self.tracker.run_id,
+                        {f"{sweep.train_set}.{k}": round(float(v), 2) for k, v in scores.items()},
+                        step=epoch)
         report = {**{f"train/{k}": float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float))}, **scores, "epoch": epoch, **self.extra}
         if checkpoint is None or not checkpoint.is_file():

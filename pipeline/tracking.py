@@ -2,11 +2,18 @@
 
 Layout of what is recorded (one MLflow experiment per profile, ``tracking.experiment_name``)::
 
-    train  <time>                 parent run, one per stage invocation (tags: stage, profile)
-      └── <experiment name>       nested run per trial (tag mlflow.parentRunId): params = the
-                                  flattened spec, per-epoch curves (step = epoch), final
-                                  evaluation metrics, artifacts history.json/spec.json/model.pt
-    report <time>                 parent run of the report stage: the markdown and figures
+    stage: train <time>           parent run, one per stage invocation (tags: stage, profile,
+                                  run_kind=stage)
+      └── <variant>-s<seed> <set> nested run per trial (tags mlflow.parentRunId, run_kind=trial):
+                                  params = the flattened spec, per-epoch curves (step = epoch),
+                                  final evaluation metrics ``<test_set>.<metric>`` (rounded to
+                                  2 decimals), artifacts history.json/spec.json/model.pt and the
+                                  MLflow Model ``model`` (pipeline.tracking_models)
+    stage: report <time>          parent run of the report stage: the markdown and figures
+
+Every run carries the source and git commit tags MLflow's UI shows (``mlflow.source.name``,
+``mlflow.source.git.commit``). Train, evaluate and sweep runs name the headline metrics alike:
+``<test_set>.mAP``, ``<test_set>.R1`` (a sweep scores on its training set's test split).
 
 Why the trial logs for itself (the ``setup_mlflow`` way) rather than Ray's driver-side
 ``MLflowLoggerCallback``: on a cluster the checkpoint exists only on the worker that trained it, so
@@ -52,6 +59,39 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_STAGE = "stage"
 TAG_EXPERIMENT = "experiment"
 TAG_FINGERPRINT = "fingerprint"
+TAG_KIND = "run_kind"
+"""``stage`` for a stage invocation's parent run, ``trial`` for a trained model's run: filter
+with ``tags.run_kind = 'trial'`` to see only models."""
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Opens the experiment on MLflow's training-runs table (MLflow 3 otherwise guesses a GenAI
+experiment and opens an empty traces overview)."""
+DISPLAY_DECIMALS = 2
+"""Evaluation metrics are logged rounded: the UI shows 23.53, not 23.5294117…; the exact values
+are in ``metrics/<exp>.json``."""
+
+
+def source_tags(root: str | Path) -> dict[str, str]:
+    """MLflow's source tags for runs made from the checkout at ``root``: the entry point and the
+    git commit (``HEAD``), so a run says which code produced it."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "dvc repro (pipeline.*)"}
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return tags
+    if out.returncode == 0 and out.stdout.strip():
+        tags["mlflow.source.git.commit"] = out.stdout.strip()
+    return tags
+
+
+def trial_run_name(spec: ExperimentSpec) -> str:
+    """``<variant>-s<seed> <train_set>``: what differs first, so the UI's name column, cut after
+    a few characters, still tells runs apart (``occluded_duke-…`` did not). Sweep trials, whose
+    spec name is not ``<train_set>-<variant>-s<seed>``, keep their spec name."""
+    if spec.name == f"{spec.train_set}-{spec.variant}-s{spec.seed}":
+        return f"{spec.variant}-s{spec.seed} {spec.train_set}"
+    return spec.name
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, root: str | Path) -> str:
@@ -74,6 +114,8 @@ class TrackingTarget:
     experiment_id: str
     parent_run_id: str | None = None
     log_checkpoints: bool = True
+    tags: tuple[tuple[str, str], ...] = ()
+    """Extra tags of every trial run (the source tags of the stage's checkout)."""
 
 
 def _client(uri: str) -> Any:
@@ -91,8 +133,10 @@ def ensure_experiment(uri: str, name: str) -> str:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+                client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             return exp.experiment_id
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
     except Exception as exc:  # any backend failure is a configuration problem the user can fix
         if isinstance(exc, DDRNError):
             raise
@@ -174,7 +218,8 @@ class StageRun:
 
     def target(self, log_checkpoints: bool = True) -> TrackingTarget:
         """Where this stage's trials log, nested under this run."""
-        return TrackingTarget(self.uri, self.experiment_id, self.run_id, log_checkpoints)
+        return TrackingTarget(self.uri, self.experiment_id, self.run_id, log_checkpoints,
+                              tuple(sorted(source_tags(Path.cwd()).items())))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         _log_params(_client(self.uri), self.run_id, {k: str(v) for k, v in params.items()})
@@ -210,13 +255,14 @@ def stage_run(cfg: TrackingConfig, root: str | Path, stage: str, profile: str,
     exp_id = ensure_experiment(uri, cfg.experiment_name)
     client = _client(uri)
     close_dead_stage_runs(client, exp_id, stage)  # a killed invocation's run left RUNNING
-    run_tags = {TAG_STAGE: stage, "profile": profile, **owner_tags(), **(tags or {})}
+    run_tags = {TAG_STAGE: stage, "profile": profile, TAG_KIND: "stage", **source_tags(root),
+                **owner_tags(), **(tags or {})}
     run = _reopen(client, exp_id, reopen_run_id) if reopen_run_id else None
     for key, value in (owner_tags().items() if run is not None else ()):
         client.set_tag(run.info.run_id, key, value)  # a reopened run belongs to this process now
     if run is None:
         run = client.create_run(exp_id, tags=run_tags,
-                                run_name=f"{stage} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                                run_name=f"stage: {stage} {time.strftime('%Y-%m-%d %H:%M:%S')}")
     log.info("MLflow: %s run %s in experiment %r at %s", stage, run.info.run_id,
              cfg.experiment_name, uri)
     status = "FAILED"
@@ -285,12 +331,14 @@ class TrialTracker:
         for run in same:  # left RUNNING by a stage invocation that was killed
             if run.info.status == "RUNNING" and run.data.tags.get(TAG_STAGE) == "train":
                 client.set_terminated(run.info.run_id, "KILLED")
-        tags = {TAG_EXPERIMENT: self.spec.name, TAG_FINGERPRINT: self.fingerprint,
-                TAG_STAGE: "train", "variant": self.spec.variant, "train_set": self.spec.train_set,
+        tags = {**dict(self.target.tags), TAG_EXPERIMENT: self.spec.name,
+                TAG_FINGERPRINT: self.fingerprint, TAG_STAGE: "train", TAG_KIND: "trial",
+                "variant": self.spec.variant, "train_set": self.spec.train_set,
                 "seed": str(self.spec.seed)}
         if self.target.parent_run_id:
             tags[TAG_PARENT] = self.target.parent_run_id
-        run = client.create_run(self.target.experiment_id, tags=tags, run_name=self.spec.name)
+        run = client.create_run(self.target.experiment_id, tags=tags,
+                                run_name=trial_run_name(self.spec))
         self.run_id = run.info.run_id
         _log_params(client, self.run_id, self._params)
         return self.run_id
@@ -353,8 +401,10 @@ def find_trial_run(uri: str, experiment_name: str, experiment: str, fingerprint:
 
 
 def evaluation_metrics(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """``metrics/<exp>.json`` ``results`` as flat MLflow keys: ``{"<test_set>.R1": 71.3, ...}``."""
-    return {f"{test_set}.{k}": float(v) for test_set, res in results.items()
+    """``metrics/<exp>.json`` ``results`` as flat MLflow keys, rounded for display:
+    ``{"<test_set>.R1": 71.35, ...}``."""
+    return {f"{test_set}.{k}": round(float(v), DISPLAY_DECIMALS)
+            for test_set, res in results.items()
             for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

@@ -82,7 +82,10 @@ def project(tmp_path_factory: pytest.TempPathFactory):
         run_dir = paths.runs / spec.name
         run_dir.mkdir(parents=True)
         (run_dir / "history.json").write_text(json.dumps(
-            [{"epoch": e, "loss": 3.0 / e + 0.1 * quality, "lr": 0.01} for e in (1, 2, 3)]))
+            [{"epoch": e, "loss": 3.0 / e + 0.1 * quality, "lr": 0.01, "loss/id": 2.0 / e,
+              "loss/triplet": 0.5 / e, "images_per_s": 100.0 + spec.seed, "epoch_seconds": 1.5,
+              **({"code_perplexity": 4.0 + e} if spec.model.embedding_space else {})}
+             for e in (1, 2, 3)]))
         model = build_model(spec.model, num_classes=4, input_size=(32, 16))
         save_weights(run_dir / "model.pt", model.state_dict(),
                      provenance(spec.name, config.fingerprint(spec), 3, 3, finished=True))
@@ -112,7 +115,16 @@ def test_every_declared_output_is_written(project) -> None:
         assert (paths.out / name).stat().st_size > 0
     for rel in report.FIGURES.values():
         assert (paths.out / rel).stat().st_size > 1000, rel
-    assert len(list((paths.out / "curves").glob("*.csv"))) == 10
+    # One CSV per comparable quantity, every experiment in it; nothing that varies run to run.
+    assert sorted(p.name for p in (paths.out / "curves").glob("*.csv")) == [
+        "code_perplexity.csv", "id_loss.csv", "triplet_loss.csv"]
+    id_loss = (paths.out / "curves" / "id_loss.csv").read_text().splitlines()
+    assert id_loss[0] == "epoch,id_loss,experiment,variant,seed,train_set"
+    assert len(id_loss) == 1 + 3 * 10  # 3 epochs of the 10 experiments
+    assert "occluded_duke-es-s1" in (paths.out / "curves" / "code_perplexity.csv").read_text()
+    assert "vit_baseline" not in (paths.out / "curves" / "code_perplexity.csv").read_text()
+    for path in (paths.out / "curves").glob("*.csv"):
+        assert "images_per_s" not in path.read_text() and "epoch_seconds" not in path.read_text()
 
 
 def test_table1_has_measured_and_every_published_row(project) -> None:
@@ -142,10 +154,77 @@ def test_occlusion_gap_and_header(project) -> None:
     _, paths, _ = project
     text = (paths.out / "results.md").read_text()
     assert "| profile | `tiny`" in text and "synthetic (4 train ids" in text
-    assert "train 1 min 05 s" in text and "download 2 s" in text
-    # ddrn: twin 73 - occluded R1 {65, 66}
+    assert "| code | `unknown`" in text  # the fixture is no git checkout
+    # ddrn: twin 73 - occluded R1 {65, 66}; share of twin R1 kept 100 * {65, 66} / 73
     assert "7.5 ± 0.7" in text
+    assert "89.7 ± 1.0" in text
     assert "not comparable" in text
+    # Volatile facts stay out of the committed report, in timings/pipeline.md.
+    assert "1 min 05 s" not in text and "generated" not in text
+    facts = (paths.timings / "pipeline.md").read_text()
+    assert "train 1 min 05 s" in facts and "download 2 s" in facts
+    assert "| occluded_duke-ddrn-s1 | 3 | 4.5 | 101 |" in facts
+
+
+def test_dvc_metrics_summary_is_one_narrow_row_per_test_set_and_variant(project) -> None:
+    _, paths, _ = project
+    files = sorted(p.relative_to(paths.out / "metrics").as_posix()
+                   for p in (paths.out / "metrics").rglob("*.json"))
+    assert files == ["market1501/ddrn.json", "market1501/vit_baseline.json",
+                     "occluded_duke/ddrn.json", "occluded_duke/es.json",
+                     "occluded_duke/es_orth.json", "occluded_duke/vit_baseline.json"]
+    ddrn = json.loads((paths.out / "metrics/occluded_duke/ddrn.json").read_text())
+    # R1 = 65 + seed over seeds {0, 1}; twin 73; kept 100 * {65, 66} / 73
+    assert ddrn == {"R1": 65.5, "mAP": 52.5, "mINP": 23.0, "seeds": 2, "R1_twin": 73.0,
+                    "R1_kept_pct": round((6500 / 73 + 6600 / 73) / 2, 2)}
+    assert "R1_twin" not in json.loads((paths.out / "metrics/market1501/ddrn.json").read_text())
+
+
+def test_report_is_byte_stable(project, tmp_path: Path) -> None:
+    """Building the report again from the same inputs writes the same bytes (PNGs included)."""
+    import dataclasses
+
+    config, paths, _ = project
+    again = dataclasses.replace(paths, out=tmp_path / "reports", timings=tmp_path / "timings")
+    report.build(config, again, paths.out.parent)
+    first = sorted(p.relative_to(paths.out) for p in paths.out.rglob("*") if p.is_file())
+    second = sorted(p.relative_to(again.out) for p in again.out.rglob("*") if p.is_file())
+    assert first == second
+    for rel in first:
+        assert (paths.out / rel).read_bytes() == (again.out / rel).read_bytes(), rel
+
+
+def test_tsne_leaves_out_distractors_and_marks_queries() -> None:
+    rng = np.random.default_rng(0)
+    arrays = {"query_features": rng.normal(size=(3, 4)), "query_pids": np.array([1, 2, 0]),
+              "query_camids": np.zeros(3, int), "gallery_features": rng.normal(size=(6, 4)),
+              "gallery_pids": np.array([0, 0, 0, 1, 2, -1]), "gallery_camids": np.ones(6, int)}
+    (feats, pids, is_query), = report.tsne_panels({"m": arrays}, n_ids=5).values()
+    assert pids.tolist() == [1, 2, 1, 2] and is_query.tolist() == [True, True, False, False]
+    assert len(feats) == 4
+
+
+def test_code_version_ignores_the_runs_own_outputs(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "x.py").write_text("a = 1\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "results.md").write_text("old\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    code_commit = git("rev-parse", "--short=12", "HEAD").strip()
+    (tmp_path / "reports" / "results.md").write_text("new\n")  # what a run writes
+    assert report.code_version(tmp_path) == code_commit
+    git("commit", "-qam", "outputs")  # committing the outputs does not change it either
+    assert report.code_version(tmp_path) == code_commit
+    (tmp_path / "pipeline" / "x.py").write_text("a = 2\n")
+    assert report.code_version(tmp_path) == f"{code_commit}-dirty"
 
 
 def test_cosine_distance_of_orthonormal_codes_is_one() -> None:

@@ -72,7 +72,10 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     assert len(mine) == 4
     assert {c.data.tags["experiment"] for c in mine} == {
         f"sweep-tiny-{t['trial_id']}" for t in trials}
-    assert all("mAP" in c.data.metrics for c in mine)
+    # named like the train/evaluate runs' metrics: <test set>.mAP, rounded for display
+    key = f"{config.sweep.train_set}.mAP"
+    assert all(key in c.data.metrics and "mAP" not in c.data.metrics for c in mine)
+    assert all(round(c.data.metrics[key], 2) == c.data.metrics[key] for c in mine)
     assert parent[0].data.metrics["best_mAP"] == pytest.approx(outcome.best["mAP"])
 
 
