@@ -129,11 +129,12 @@ class HSArcFace(nn.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int, scale: float = 20.0,
-                 margin: float = 0.2, k: int = 3) -> None:
+                 margin: float = 0.2, k: int = 3, routing: str = "hard") -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.scale, self.margin, self.k = scale, margin, k
+        if k < 1 or routing not in ("hard", "marker"):
+            raise ValueError(f"HSArcFace: k must be >= 1 and routing 'hard' or 'marker', got "
+                             f"k={k}, routing={routing!r}")
+        self.scale, self.margin, self.k, self.routing = scale, margin, k, routing
         self.num_classes = num_classes
         self.weight = nn.Parameter(torch.empty(k, num_classes, in_features))
         self.marker = nn.Parameter(torch.empty(k - 1, in_features))
@@ -153,18 +154,50 @@ class HSArcFace(nn.Module):
         stops = marker <= cos.amax(dim=-1)  # (B, k); the last level always stops (-inf marker)
         return stops.int().argmax(dim=1)  # argmax returns the first maximal index
 
+    def hard_stop_level(self, cos: Tensor, labels: Tensor) -> Tensor:
+        """(B,) the first level that classifies the sample *with the margin* (``routing="hard"``).
+
+        A sample is hard at level i when its margin target s·cos(θ_y + m) does not beat every
+        other class there; hard samples are labelled "N+1" at that level and move on.
+        """
+        index = labels[:, None, None].expand(-1, cos.shape[1], 1)  # (B, k, 1)
+        target = cos.gather(2, index).squeeze(2)  # (B, k)
+        others = cos.scatter(2, index, float("-inf")).amax(dim=-1)  # (B, k)
+        stops = angular_margin(target, self.margin) > others
+        stops[:, -1] = True  # the last level has no marker: everyone stops there
+        return stops.int().argmax(dim=1)
+
+    def _stop(self, cos: Tensor, marker: Tensor, labels: Tensor) -> Tensor:
+        if self.routing == "marker":
+            return self.stop_level(cos.detach(), marker.detach())
+        return self.hard_stop_level(cos.detach(), labels)
+
+    @torch.no_grad()
+    def route(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Where the loss routes each sample, and where the marker wins (for statistics).
+
+        Returns:
+            ``stop`` (B,) int64 0-based stop level used by :meth:`forward`, and ``marker_wins``
+            (B, k) bool: the marker's cosine beats every class at that level (False at level k).
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            cos, marker = self.level_cosines(features)
+            return self._stop(cos, marker, labels), marker > cos.amax(dim=-1)
+
     def logits(self, features: Tensor, labels: Tensor) -> Tensor:
         """(B, D), (B,) -> (B, C): Eq. 4's scaled logits at each sample's stop level."""
         with torch.autocast(device_type=features.device.type, enabled=False):
             cos, marker = self.level_cosines(features)
-            stop = self.stop_level(cos.detach(), marker.detach())
+            stop = self._stop(cos, marker, labels)
             at_stop = cos.gather(1, stop[:, None, None].expand(-1, 1, cos.shape[-1])).squeeze(1)
             return margin_logits(at_stop, labels, self.margin, self.scale)
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        if self.routing == "hard":
+            return self._hard_loss(features, labels)
         with torch.autocast(device_type=features.device.type, enabled=False):
             cos, marker = self.level_cosines(features)
-            stop = self.stop_level(cos.detach(), marker.detach())  # (B,)
+            stop = self._stop(cos, marker, labels)  # (B,)
             batch, levels, classes = cos.shape
             level = torch.arange(levels, device=cos.device)[None, :]  # (1, k)
             visited = level <= stop[:, None]  # (B, k)
@@ -180,3 +213,60 @@ class HSArcFace(nn.Module):
             ce = F.cross_entropy(scores.reshape(batch * levels, classes + 1), target.reshape(-1),
                                  reduction="none").reshape(batch, levels)
             return torch.where(visited, ce, torch.zeros_like(ce)).sum(dim=1).mean()
+
+    def _hard_loss(self, features: Tensor, labels: Tensor) -> Tensor:
+        """``routing="hard"``: Eq. 4 at every visited level, the marker trained to spot hard
+        samples (see the class docstring, point 5)."""
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            cos, _ = self.level_cosines(features)  # (B, k, C)
+            batch, levels, classes = cos.shape
+            stop = self.hard_stop_level(cos.detach(), labels)  # (B,)
+            level = torch.arange(levels, device=cos.device)[None, :]  # (1, k)
+            visited = level <= stop[:, None]  # (B, k)
+            per_level = labels[:, None].expand(-1, levels)  # (B, k)
+            index = per_level[..., None]  # (B, k, 1)
+            scores = cos.scatter(2, index, angular_margin(cos.gather(2, index), self.margin))
+            ce = F.cross_entropy(self.scale * scores.reshape(batch * levels, classes),
+                                 per_level.reshape(-1), reduction="none").reshape(batch, levels)
+            loss = torch.where(visited, ce, torch.zeros_like(ce)).sum(dim=1)
+            if levels > 1:
+                # The marker learns "level i cannot classify this sample": a logistic decision
+                # marker vs best class, on detached features (routing must not bend the
+                # retrieval feature; the class terms above shape it).
+                unit = _unit(features.detach())
+                marker = unit @ _unit(self.marker).t()  # (B, k-1)
+                best = cos.detach()[:, :-1].amax(dim=-1)  # (B, k-1)
+                passed = (level[:, :-1] < stop[:, None]).float()  # (B, k-1): hard, moved on
+                route = F.binary_cross_entropy_with_logits(self.scale * (marker - best), passed,
+                                                           reduction="none")
+                loss = loss + torch.where(visited[:, :-1], route, torch.zeros_like(route)).sum(1)
+            return loss.mean()
+
+
+def routing_counts(stop: Tensor, marker_wins: Tensor) -> Tensor:
+    """(2, k) counts of one batch: samples stopping at each level, and samples that reached each
+    level and whose marker won there (``stop`` (B,), ``marker_wins`` (B, k))."""
+    k = marker_wins.shape[1]
+    reached = torch.arange(k, device=stop.device)[None, :] <= stop[:, None]  # (B, k)
+    return torch.stack([torch.bincount(stop, minlength=k), (reached & marker_wins).sum(dim=0)])
+
+
+def routing_metrics(counts: Tensor) -> dict[str, float]:
+    """HS-ArcFace routing shares from :func:`routing_counts` (e.g. summed over an epoch).
+
+    Returns:
+        ``hs_stop_share_i`` (i = 1..k): the share of samples the loss classified at level i;
+        ``hs_marker_win_rate_i`` (i = 1..k-1): of the samples that reached level i, the share
+        whose marker ("N+1") beat every class there. A level no sample reached gets 0.0, so
+        every key is always present and finite. With ``routing="marker"`` the win rate at level
+        i is exactly the share that moved on from it.
+    """
+    counts = counts.double().cpu()
+    stops, wins = counts[0], counts[1]
+    k = stops.numel()
+    total = max(float(stops.sum()), 1.0)
+    reached = stops.flip(0).cumsum(0).flip(0)  # (k,) samples that reached level i
+    out = {f"hs_stop_share_{i + 1}": float(stops[i]) / total for i in range(k)}
+    for i in range(k - 1):
+        out[f"hs_marker_win_rate_{i + 1}"] = float(wins[i]) / max(float(reached[i]), 1.0)
+    return out
