@@ -191,7 +191,7 @@ class LossConfig:
     scale: float = 20.0
     orthogonal_weight: float = 0.0
     # HS-ArcFace routing in training (ddrn.losses.margin.HSArcFace): "hard" (the default, routing
-    # by margin violation) or "marker" (by the marker's own argmax; it collapses to level 1).
+    # by margin violation) or "marker" (by the marker's own argmax; measured to drift to level 1).
     hs_routing: Literal["hard", "marker"] = "hard"
 
     def validate(self, key: str) -> None:

@@ -152,7 +152,8 @@ def routing_table(config: ProjectConfig, specs: Sequence[ExperimentSpec],
 
 def health_figure(specs: Sequence[ExperimentSpec], paths: Any, path: Path) -> Figure:
     """Perplexity and dead codes per epoch, the final test usage histogram (codes sorted by
-    use, lowest seed) of every Embedding-Space variant, and HS-ArcFace's level-1 share."""
+    use, lowest seed) of every Embedding-Space variant, and HS-ArcFace's largest level share
+    per epoch (the dashed line is the degeneracy threshold)."""
     es = _groups(specs, lambda s: s.model.embedding_space)
     hs = _groups(specs, lambda s: s.loss.margin_head == "hs_arcface" and s.loss.margin_weight > 0)
     if not es and not hs:
@@ -175,7 +176,8 @@ def health_figure(specs: Sequence[ExperimentSpec], paths: Any, path: Path) -> Fi
                       label=label)
     for (train_set, variant), group in hs.items():
         hists = [h for h in (_history(paths.runs, s.name) for s in group) if h]
-        series = [[float(e.get("hs_stop_share_1", np.nan)) for e in h] for h in hists]
+        series = [[max((float(v) for k, v in e.items() if k.startswith("hs_stop_share_")),
+                       default=np.nan) for e in h] for h in hists]
         if series:
             n = min(len(s) for s in series)
             ax_r.plot(np.arange(1, n + 1), 100 * np.array([s[:n] for s in series]).mean(0),
@@ -184,7 +186,7 @@ def health_figure(specs: Sequence[ExperimentSpec], paths: Any, path: Path) -> Fi
     for ax, title, xlabel in ((ax_p, "code perplexity (train epoch)", "epoch"),
                               (ax_d, "dead codes (train epoch)", "epoch"),
                               (ax_h, "test code usage, sorted", "code rank"),
-                              (ax_r, "HS-ArcFace: % stopping at level 1", "epoch")):
+                              (ax_r, "HS-ArcFace: % at its most used level", "epoch")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
         if ax.get_legend_handles_labels()[0]:
