@@ -130,10 +130,12 @@ class HSArcFace(nn.Module):
     5. **Why "hard" routing is the default: the measured reading.** Point 4 makes the marker a
        negative for every sample that stops at its level and a positive only for the few that
        pass, and routes by the marker's own argmax, so it is self-reinforcing. On the demo
-       (``hs``, occluded_duke, seed 0, 30 epochs) the share stopping at level 1 went 82.5% ->
-       66% (epoch 5) -> 91% (16) -> 96.5% (30), the level-2 marker never won once, and level 3
-       was never reached: HS-ArcFace had silently become ArcFace plus a dead extra class. The
-       fix stays inside Fig. 5 ("if the class label equals N+1 ... further classification at
+       (``hs``, occluded_duke, 30 epochs) the share stopping at level 1 went, for seed 0, 82.5%
+       -> 66% (epoch 5) -> 91% (16) -> 96.5% (30) with two torch threads and 82.5% -> 64% ->
+       83% -> 89.5% with one; seed 1 stopped 100% at level 1 from the first epoch (the marker
+       never won) and seed 2 likewise in all 30 epochs. In every run the level-2 marker never
+       won and level 3 was never reached: HS-ArcFace had become ArcFace plus an extra class
+       that (nearly) never routes. The fix stays inside Fig. 5 ("if the class label equals N+1 ... further classification at
        the next level"; "samples falling into this extra clustering center proceed to the next
        layer") and Fig. 4c (extra levels for the samples one centre per class cannot hold) and
        only decides *which* samples fall into N+1: those level i cannot classify with the margin
@@ -145,9 +147,17 @@ class HSArcFace(nn.Module):
        features, teaches the marker to recognise the samples level i cannot classify (it
        predicts routing; it does not bend the retrieval feature). Measured on the demo (``hs``,
        seeds 0/1/2, epoch 30): 44.8/44.3/42.7% stop at level 1, 2.9/3.5/2.5% at level 2,
-       52.4/52.2/54.7% at level 3: no longer degenerate. It does not close the gap to the
-       baseline: occluded R1 20.0/12.9/16.5 (baseline 28.2/31.8/21.2 in the same conditions),
-       mAP 19.7/17.4/18.0 (baseline 27.4/32.2/25.6).
+       52.4/52.2/54.7% at level 3. Early in training it is degenerate the other way: every
+       sample is hard, so 100% reach level 3 in epoch 1 and the share first drops to <= 95% at
+       epoch 9/10/11. The marker itself learns little: at epoch 30 it wins for 0.6/1.3% (seed 2)
+       of the samples at levels 1/2 while ~55% move on; the margin test, not the marker's
+       cosine, decides the training route. It does not close the gap to the baseline:
+       occluded R1 20.0/12.9/16.5 (baseline 28.2/31.8/21.2 in the same conditions;
+       ``marker`` routing 14.1/15.3/21.2), mAP 19.7/17.4/18.0 (baseline 27.4/32.2/25.6;
+       ``marker`` 14.6/17.8/21.1). Where the gap comes from (seed 0 only): the local ID
+       feature with no margin head scores R1 30.6 / mAP 29.1, the same with plain ArcFace 18.8 /
+       20.9: on this from-scratch demo the margin head itself costs the accuracy, not HS's
+       routing.
 
     Fully vectorised (every level is scored, masks select the visited ones): no host syncs.
     """
