@@ -198,6 +198,9 @@ class LossConfig:
     margin: float = 0.2
     scale: float = 20.0
     orthogonal_weight: float = 0.0
+    # HS-ArcFace routing in training (ddrn.losses.margin.HSArcFace): "hard" (the default, routing
+    # by margin violation) or "marker" (by the marker's own argmax; measured to drift to level 1).
+    hs_routing: Literal["hard", "marker"] = "hard"
 
     def validate(self, key: str) -> None:
         for name in ("id_weight", "triplet_weight", "margin_weight", "orthogonal_weight"):

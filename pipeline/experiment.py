@@ -6,7 +6,8 @@ Used by the train stage (one Ray Tune trial per experiment), the evaluate stage 
   (``done.json`` is the caller's, see :mod:`pipeline.rundir`);
 - :func:`evaluate_experiment` writes ``eval/<exp>/<test_set>.npz`` and returns the
   ``metrics/<exp>.json`` document (R1/R5/R10/mAP/mINP in percent per test set, plus
-  ``<test_set>/twin`` when the test set has unoccluded twins of its occluded queries).
+  ``<test_set>/twin`` when the test set has unoccluded twins of its occluded queries), and, for
+  models with an Embedding Space, ``eval/<exp>/mechanism.json`` (:mod:`pipeline.mechanism`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ddrn.errors import CheckpointError, ConfigError
 from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
+from pipeline.mechanism import write_mechanism
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,8 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
         log.info("%s on %s: %s", spec.name, test_set, _fmt(results[test_set]))
         if f"{test_set}/twin" in results:
             log.info("%s on %s twins: %s", spec.name, test_set, _fmt(results[f"{test_set}/twin"]))
+    write_mechanism(model, config, spec, {t: open_packed(packed_root / t) for t in spec.test_sets},
+                    device, eval_dir)
     doc = {"experiment": spec.name, "variant": spec.variant, "seed": spec.seed,
            "train_set": spec.train_set, "fingerprint": config.fingerprint(spec),
            "results": results}

@@ -28,6 +28,7 @@ import numpy as np
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline import report_figures as figs
+from pipeline import report_mechanism
 from pipeline import report_tables as tables
 from pipeline import report_views as views
 from pipeline.cli import base_parser, load_params, run_stage
@@ -42,6 +43,7 @@ FIGURES = {
     "fig7": "figures/fig7_tsne.png",
     "curves": "figures/training_curves.png",
     "gap": "figures/occlusion_gap.png",
+    "mechanism": report_mechanism.FIGURE,
 }
 """Figure key -> path under ``reports/`` (the names dvc.yaml declares as outs)."""
 
@@ -395,6 +397,8 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
                                         colours=figs.variant_colours(config.variants))
     views.write_summary(df, paths.out / "metrics")
 
+    mechanism_md, figures["mechanism"] = report_mechanism.mechanism_section(config, specs, paths)
+
     synthetic = all(ds.source == "synthetic" for ds in config.datasets.values())
     caveat = ("> **Measured rows come from the synthetic benchmark** this pipeline generates "
               "(see *data* above), with the profile's small model and short schedule. They are "
@@ -449,7 +453,8 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
 
     paths.out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("results.md", "\n\n".join([header, table1_md, table2_md, gap_md, figure_md])),
+    for name, text in (("results.md", "\n\n".join([header, table1_md, table2_md, gap_md,
+                                                            mechanism_md, figure_md])),
                        ("table1.md", f"{header}\n\n{table1_md}"),
                        ("table2.md", f"{header}\n\n{table2_md}")):
         (paths.out / name).write_text(text.rstrip() + "\n")

@@ -33,6 +33,7 @@ from ddrn.engine.checkpoint import (
 from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer
 from ddrn.engine.provenance import check_provenance, provenance
 from ddrn.errors import ConfigError, TrainingError
+from ddrn.losses.margin import routing_metrics
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
             loader.set_epoch(epoch - 1)
         try:
             metrics = train_one_epoch(step_model, criterion, loader, optimizer, scaler, device,
-                                      dtype, epoch, codebook_size=_codebook_size(model))
+                                      dtype, epoch, codebook_size=_codebook_size(model),
+                                      routing_levels=_routing_levels(criterion))
         except NonFiniteLoss as exc:
             kept = (f"the last good checkpoint {ckpt_path} (epoch {saved_epoch}) is kept"
                     if saved_epoch else "no checkpoint had been written")
@@ -173,19 +175,24 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any],
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     device: torch.device, dtype: torch.dtype | None, epoch: int,
-                    codebook_size: int | None = None) -> dict[str, float]:
+                    codebook_size: int | None = None,
+                    routing_levels: int | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean losses, throughput and code usage.
 
     Returns:
         ``loss`` (mean total), ``loss/<term>`` (mean of each weighted term), ``images_per_s``,
         ``epoch_seconds``, ``peak_rss_mb`` (the process's peak resident memory so far; plus
-        ``peak_gpu_mb`` on CUDA) and, when the model has an Embedding Space,
-        ``code_perplexity`` and ``dead_codes`` over every token of the epoch.
+        ``peak_gpu_mb`` on CUDA); when the model has an Embedding Space, ``code_perplexity`` and
+        ``dead_codes`` over every token of the epoch; with an HS-ArcFace head of
+        ``routing_levels`` = k levels, ``hs_stop_share_1..k`` and ``hs_marker_win_rate_1..k-1``
+        over every sample of the epoch (:func:`~ddrn.losses.margin.routing_metrics`).
     """
     model.train()
     criterion.train()
     sums: dict[str, torch.Tensor] = {}
     hist = torch.zeros(codebook_size, dtype=torch.long, device=device) if codebook_size else None
+    routing = (torch.zeros(2, routing_levels, dtype=torch.long, device=device)
+               if routing_levels else None)
     images_seen, steps = 0, 0
     names: list[str] = []
     first_bad: torch.Tensor | None = None   # (T,) which terms were non-finite at the first bad step
@@ -215,6 +222,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any
         first_bad = bad if first_bad is None else torch.where(first_bad.any(), first_bad, bad)
         if hist is not None and output.code_indices is not None:
             hist += torch.bincount(output.code_indices.reshape(-1), minlength=codebook_size)
+        if routing is not None and loss.routing is not None:
+            routing += loss.routing
         images_seen += images.shape[0]
         steps += 1
         if (steps % 20 == 0 or device.type == "cpu") and bool(first_bad.any()):
@@ -246,12 +255,20 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any
         entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
         metrics["code_perplexity"] = float(torch.exp(entropy))
         metrics["dead_codes"] = float((hist == 0).sum())
+    if routing is not None:
+        metrics.update(routing_metrics(routing))
     return metrics
 
 
 def _codebook_size(model: nn.Module) -> int | None:
     space = getattr(model, "embedding_space", None)
     return int(space.num_embeddings) if space is not None else None
+
+
+def _routing_levels(criterion: nn.Module) -> int | None:
+    """k of the criterion's HS-ArcFace head (it has ``route``), else None."""
+    head = getattr(criterion, "margin_head", None)
+    return int(head.k) if head is not None and hasattr(head, "route") else None
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ddrn.config import LossConfig
 from ddrn.errors import ConfigError
 from ddrn.losses.cross_entropy import id_loss
-from ddrn.losses.margin import ArcFace, HSArcFace, SubCenterArcFace
+from ddrn.losses.margin import ArcFace, HSArcFace, SubCenterArcFace, routing_counts
 from ddrn.losses.orthogonal import orthogonal_loss
 from ddrn.losses.triplet import triplet_loss
 from ddrn.models.output import ReIDOutput
@@ -20,10 +20,15 @@ _MARGIN_HEADS = {"arcface": ArcFace, "subcenter": SubCenterArcFace, "hs_arcface"
 
 @dataclass
 class LossResult:
-    """``total`` (scalar) is the sum of ``terms`` (already weighted), named for logging."""
+    """``total`` (scalar) is the sum of ``terms`` (already weighted), named for logging.
+
+    ``routing`` (2, k) is HS-ArcFace's :func:`~ddrn.losses.margin.routing_counts` of the batch
+    (None without an HS-ArcFace head): the trainer sums it into per-epoch routing shares.
+    """
 
     total: Tensor
     terms: dict[str, Tensor]
+    routing: Tensor | None = None
 
 
 class ReIDCriterion(nn.Module):
@@ -51,8 +56,9 @@ class ReIDCriterion(nn.Module):
         if cfg.margin_head != "none" and cfg.margin_weight > 0:
             head = _MARGIN_HEADS[cfg.margin_head]
             k = 1 if cfg.margin_head == "arcface" else cfg.k
+            extra = {"routing": cfg.hs_routing} if head is HSArcFace else {}
             self.margin_head = head(feature_dim, num_classes, scale=cfg.scale, margin=cfg.margin,
-                                    k=k)
+                                    k=k, **extra)
 
     def forward(self, output: ReIDOutput, pids: Tensor) -> LossResult:
         """Loss of one batch.
@@ -93,7 +99,9 @@ class ReIDCriterion(nn.Module):
             raise ConfigError("loss: every term has weight 0; expected at least one of id_weight, "
                               "triplet_weight, margin_weight, orthogonal_weight > 0")
         total = torch.stack(list(terms.values())).sum()
-        return LossResult(total=total, terms=terms)
+        routing = (routing_counts(*self.margin_head.route(output.global_bn, pids))
+                   if isinstance(self.margin_head, HSArcFace) else None)
+        return LossResult(total=total, terms=terms, routing=routing)
 
 
 def _with_parts(global_term: Tensor, part_terms: list[Tensor]) -> Tensor:

@@ -163,6 +163,12 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
     assert sorted(r.data.tags["experiment"] for r in trials) == sorted(s.name for s in specs)
     for r in trials:
         assert len(client.get_metric_history(r.info.run_id, "lr")) == 2  # one per epoch
+        # HS-ArcFace's routing shares reach MLflow under their history names (k = 3).
+        routing = [f"hs_stop_share_{i}" for i in (1, 2, 3)] + ["hs_marker_win_rate_1",
+                                                              "hs_marker_win_rate_2"]
+        has_hs = r.data.tags["experiment"].split("-")[1] == "ddrn"
+        for key in routing:
+            assert len(client.get_metric_history(r.info.run_id, key)) == (2 if has_hs else 0), key
     # Nothing changed: every trial is skipped, Ray is not even started.
     assert train.train(config, params, specs, root, root / "runs")["skipped"] == 2
 
