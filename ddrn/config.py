@@ -146,6 +146,14 @@ class ModelConfig:
     num_embeddings: int = 128
     tau: float = 0.1
     sampling: Literal["gumbel", "default"] = "gumbel"
+    # Where the paper is silent, how the Embedding Space keeps its codes alive (measured in
+    # docs/embedding_space_diagnostics.md; see ddrn/models/embedding_space.py).
+    similarity: Literal["cosine", "dot"] = "cosine"
+    train_index: Literal["argmax", "sample"] = "argmax"
+    kmeans_init: bool = True
+    dead_code_threshold: float = 0.1
+    restart_every: int = 1
+    codebook_weight_decay: bool = False
     id_feature: Literal["global", "local"] = "global"
     resnet_pretrained: str | None = None
     cnn_backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
@@ -168,6 +176,11 @@ class ModelConfig:
         _require(self.num_embeddings >= 2, f"{key}.num_embeddings", "an integer >= 2",
                  self.num_embeddings)
         _require(self.tau > 0, f"{key}.tau", "a temperature > 0", self.tau)
+        _require(self.dead_code_threshold >= 0, f"{key}.dead_code_threshold",
+                 "a fraction of the uniform code share >= 0 (0: no restart)",
+                 self.dead_code_threshold)
+        _require(self.restart_every >= 1, f"{key}.restart_every", "an integer >= 1",
+                 self.restart_every)
 
 
 @dataclass(frozen=True)
