@@ -150,6 +150,14 @@ class ModelConfig:
     num_embeddings: int = 128
     tau: float = 0.1
     sampling: Literal["gumbel", "default"] = "gumbel"
+    # Where the paper is silent, how the Embedding Space keeps its codes alive (measured in
+    # docs/embedding_space_diagnostics.md; see ddrn/models/embedding_space.py).
+    similarity: Literal["cosine", "dot"] = "cosine"
+    train_index: Literal["argmax", "sample"] = "argmax"
+    kmeans_init: bool = True
+    dead_code_threshold: float = 0.1
+    restart_every: int = 1
+    codebook_weight_decay: bool = False
     id_feature: Literal["global", "local"] = "global"
     resnet_pretrained: str | None = None
     cnn_backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
@@ -176,6 +184,11 @@ class ModelConfig:
         _require(not self.jpm or not (self.embedding_space or self.id_feature == "local"),
                  f"{key}.jpm", "false with embedding_space or id_feature: local (JPM is "
                  "TransReID's own branch, not combined with DDRN's)", self.jpm)
+        _require(self.dead_code_threshold >= 0, f"{key}.dead_code_threshold",
+                 "a fraction of the uniform code share >= 0 (0: no restart)",
+                 self.dead_code_threshold)
+        _require(self.restart_every >= 1, f"{key}.restart_every", "an integer >= 1",
+                 self.restart_every)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 - SGD (momentum 0.9) or AdamW over the model's *and the criterion's* parameters (the margin
   heads own their class centres); biases get ``lr x bias_lr_factor`` (2) and the same weight
   decay, as TransReID's ``make_optimizer`` (no decay exclusion for norms or position embeddings).
+  The one exclusion: parameters a module names in ``exclude_from_weight_decay()`` (the Embedding
+  Space's codebook unless ``model.codebook_weight_decay``; not timm's ``no_weight_decay``, which
+  would also exempt the position embedding) go to a third group without weight decay, because
+  decay shrinks the codes no token picks until they can never win.
 - Learning rate per *epoch* (timm ``CosineLRScheduler`` as TransReID configures it, stepped with
   the 1-based epoch at the start of every epoch): linear warm-up from ``warmup_lr_factor x lr``
   over ``warmup_epochs``, then cosine from the group's base lr to ``min_lr_factor x lr`` at the
@@ -31,20 +35,38 @@ def build_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.opt
         cfg: the ``train`` section.
     """
     seen: set[int] = set()
-    weights, biases = [], []
+    modules = list(modules)
+    undecayed = _no_weight_decay_ids(modules)
+    weights, biases, no_decay = [], [], []
     for module in modules:
         for name, p in module.named_parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (biases if name.endswith("bias") else weights).append(p)
+            if id(p) in undecayed:
+                no_decay.append(p)
+            else:
+                (biases if name.endswith("bias") else weights).append(p)
     groups = [{"params": weights, "lr": cfg.lr, "base_lr": cfg.lr},
               {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor,
-               "base_lr": cfg.lr * cfg.bias_lr_factor}]
+               "base_lr": cfg.lr * cfg.bias_lr_factor},
+              {"params": no_decay, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _no_weight_decay_ids(modules: Iterable[nn.Module]) -> set[int]:
+    """ids of the parameters that submodules list in their ``exclude_from_weight_decay()`` hook."""
+    ids: set[int] = set()
+    for module in modules:
+        for sub in module.modules():
+            hook = getattr(sub, "exclude_from_weight_decay", None)
+            if callable(hook):
+                params = dict(sub.named_parameters())
+                ids.update(id(params[n]) for n in hook() if n in params)
+    return ids
 
 
 def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:

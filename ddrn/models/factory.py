@@ -46,6 +46,11 @@ def build_model(model_cfg: ModelConfig, num_classes: int, num_cameras: int = 1,
     space = None
     if model_cfg.embedding_space:
         space = EmbeddingSpace(model_cfg.num_embeddings, vit.embed_dim, tau=model_cfg.tau,
-                               sampling=model_cfg.sampling)
+                               sampling=model_cfg.sampling, similarity=model_cfg.similarity,
+                               train_index=model_cfg.train_index,
+                               kmeans_init=model_cfg.kmeans_init,
+                               dead_code_threshold=model_cfg.dead_code_threshold,
+                               restart_every=model_cfg.restart_every,
+                               weight_decay=model_cfg.codebook_weight_decay)
     return ViTReID(vit, num_classes, embedding_space=space, id_feature=model_cfg.id_feature,
                    num_cameras=num_cameras, sie=model_cfg.sie, sie_coef=model_cfg.sie_coef)

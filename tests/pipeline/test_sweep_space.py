@@ -73,6 +73,16 @@ def test_apply_knobs_overrides_model_and_loss(raw: dict) -> None:
     assert spec.train.epochs == config.sweep.max_epochs and spec.name == "t1"
 
 
+def test_codebook_health_options_are_sweep_knobs(raw: dict) -> None:
+    config = config_from_dict(raw)
+    knobs = {"similarity": "dot", "train_index": "sample", "kmeans_init": False,
+             "dead_code_threshold": 0.0, "restart_every": 5, "codebook_weight_decay": True}
+    spec = apply_knobs(config, knobs, "t2")
+    assert {k: getattr(spec.model, k) for k in knobs} == knobs
+    with pytest.raises(ConfigError, match=r"sweep \(model\).*dead_code_threshold"):
+        apply_knobs(config, {"dead_code_threshold": -0.1}, "t")
+
+
 def test_apply_knobs_rejects_impossible_values(raw: dict) -> None:
     config = config_from_dict(raw)
     with pytest.raises(ConfigError, match=r"sweep \(model\).*tau"):

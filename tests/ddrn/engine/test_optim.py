@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ddrn.config import TrainConfig
+from ddrn.config import ModelConfig, TrainConfig
 from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer, lr_at_epoch
+from ddrn.models import build_model
 
 
 @pytest.mark.parametrize(("epoch", "expected"), [
@@ -35,6 +36,29 @@ def test_bias_group_gets_double_lr_and_criterion_params_are_included() -> None:
     assert len(weights["params"]) == 2 and len(biases["params"]) == 1
     assert weights["momentum"] == 0.9 and weights["weight_decay"] == biases["weight_decay"] == 1e-4
     assert isinstance(build_optimizer([model], TrainConfig(optimizer="adamw")), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_codebook_weight_decay_follows_the_model_config(decay: bool) -> None:
+    model = build_model(ModelConfig(embed_dim=16, depth=2, num_heads=2, patch_size=8, stride=8,
+                                    embedding_space=True, num_embeddings=8,
+                                    codebook_weight_decay=decay), 3, input_size=(32, 16))
+    cfg = TrainConfig(optimizer="adamw", weight_decay=0.05)
+    opt = build_optimizer([model], cfg)
+    codebook = model.embedding_space.weight
+    group = next(g for g in opt.param_groups if any(p is codebook for p in g["params"]))
+    assert group["weight_decay"] == (0.05 if decay else 0.0)
+    assert group["lr"] == cfg.lr
+    # Only the codebook is exempt: the position embedding and CLS keep TransReID's decay.
+    for p in (model.backbone.pos_embed, model.backbone.cls_token):
+        assert next(g for g in opt.param_groups if any(q is p for q in g["params"])
+                    )["weight_decay"] == 0.05
+    # An AdamW step on a zero gradient: decay alone shrinks the codebook only when it is on.
+    before = codebook.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(codebook, before) != decay
 
 
 def test_schedule_state_round_trip() -> None:

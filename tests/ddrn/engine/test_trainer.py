@@ -1,7 +1,9 @@
-"""fit() with the real model, criterion and loader: resume equivalence, NaN stop, history."""
+"""fit() with the real model, criterion and loader: resume equivalence, NaN stop, history, and a
+short real training of the demo model whose Embedding Space must keep its codes alive."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +12,22 @@ import pytest
 import torch
 from torch import nn
 
-from ddrn.config import InputConfig, LossConfig, ModelConfig, TrainConfig
-from ddrn.data import PackedSplit, make_train_loader
+from ddrn.config import (
+    InputConfig,
+    LossConfig,
+    ModelConfig,
+    SyntheticConfig,
+    TrainConfig,
+    load_config,
+)
+from ddrn.data import (
+    PackedSplit,
+    generate_synthetic,
+    load_dataset,
+    make_train_loader,
+    open_packed,
+    pack_dataset,
+)
 from ddrn.engine import fit
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import TrainingError
@@ -66,7 +82,7 @@ def test_resume_reaches_the_same_weights(tmp_path: Path) -> None:
     for key in ("loss", "loss/id", "loss/triplet", "loss/margin", "loss/orthogonal", "lr",
                 "images_per_s", "code_perplexity", "dead_codes"):
         assert key in metrics, key
-    assert 1.0 <= metrics["code_perplexity"] <= 8.0
+    assert 1.0 <= metrics["code_perplexity"] <= 8.0 and 0 <= metrics["dead_codes"] <= 8
     assert json.loads((tmp_path / "a" / "history.json").read_text()) == full.history
 
     model2, criterion2, loader2 = _parts()
@@ -111,3 +127,47 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
+OLD_CODEBOOK = {"similarity": "dot", "train_index": "argmax", "kmeans_init": False,
+                "dead_code_threshold": 0.0, "codebook_weight_decay": True}
+"""The Embedding Space before issue 11, which collapsed to 1-2 codes in every demo run."""
+
+
+@pytest.fixture(scope="module")
+def occluded_train(tmp_path_factory: pytest.TempPathFactory) -> PackedSplit:
+    """A small synthetic Occluded-Duke training split at the demo's 64x32 input."""
+    root = tmp_path_factory.mktemp("codebook")
+    syn = SyntheticConfig(num_train_ids=16, num_test_ids=2, num_distractor_ids=0, images_per_id=8,
+                          num_cameras=4, occluded_area=(0.25, 0.55), seed=11)
+    generate_synthetic("occluded_duke", syn, root / "raw")
+    dataset = load_dataset("occluded_duke", root / "raw", log_table=False)
+    pack_dataset(dataset, root / "packed", 64, 32, progress=False)
+    return open_packed(root / "packed").splits["train"]
+
+
+@pytest.mark.parametrize(("variant", "old"), [("es", False), ("ddrn", False), ("es", True)],
+                         ids=["es", "ddrn", "es-old-collapses"])
+def test_demo_embedding_space_keeps_its_codes_alive(occluded_train: PackedSplit, tmp_path: Path,
+                                                    variant: str, old: bool) -> None:
+    """The issue's bar: perplexity >= x/4 and at most x/4 dead codes at the end of training.
+
+    The demo model and recipe of params.yaml (x = 64), shortened to 5 epochs of 12 steps on 128
+    images. The old behaviour must fail the same bar, or this test could not catch a collapse.
+    """
+    config = load_config(PARAMS, "demo")
+    spec = config.resolve("occluded_duke", variant, 0)
+    model_cfg = dataclasses.replace(spec.model, **(OLD_CODEBOOK if old else {}))
+    train_cfg = dataclasses.replace(spec.train, epochs=5, iters_per_epoch=12, warmup_epochs=1)
+    num_classes = int(np.unique(occluded_train.pids).size)
+    torch.manual_seed(0)
+    model = build_model(model_cfg, num_classes, 4, (config.input.height, config.input.width))
+    criterion = build_criterion(spec.loss, model.feature_dim, num_classes)
+    loader = make_train_loader(occluded_train, train_cfg, config.input, "cpu", seed=0)
+    history = fit(model, criterion, loader, train_cfg, tmp_path, "cpu", seed=0).history
+    x = model_cfg.num_embeddings
+    last = history[-1]
+    healthy = last["code_perplexity"] >= x / 4 and last["dead_codes"] <= x / 4
+    assert healthy != old, (f"{variant} ({'old' if old else 'defaults'}): perplexity "
+                            f"{last['code_perplexity']:.1f}, {last['dead_codes']:.0f} dead of {x}")
