@@ -67,7 +67,7 @@ def _capture(space: nn.Module, store: dict[str, Tensor],
         store["tokens"], store["quantized"], store["indices"] = args[0], quantized, indices
         if constant_code is None:
             return None
-        code = space.weight[constant_code].to(quantized.dtype)  # (D,)
+        code = space.codes()[constant_code].to(quantized.dtype)  # (D,): what the lookup returns
         quantized = code.expand_as(quantized)  # every patch input of block N is the same code
         indices = torch.full_like(indices, constant_code)
         store["quantized"], store["indices"] = quantized, indices

@@ -73,7 +73,7 @@ def test_captures_match_the_model_and_a_constant_code_changes_block_n_only():
                                plain_features(model, split, INPUT, 4, "cpu"))
     # The quantised tokens are codebook rows of the captured indices.
     cap = caps[0]
-    torch.testing.assert_close(cap.quantized, model.embedding_space.weight.detach()[cap.indices])
+    torch.testing.assert_close(cap.quantized, model.embedding_space.codes().detach()[cap.indices])
     const = mech.extract_features(model, split, INPUT, 4, "cpu", constant_code=3)
     assert not torch.allclose(const, torch.cat([c.features for c in caps]))
     # With a constant code every image's patch input is the same: only CLS differs.
