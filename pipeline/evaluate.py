@@ -57,7 +57,7 @@ def _log_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path, packe
     from pipeline.experiment import load_trained_model
     from pipeline.tracking_models import log_trained_model
 
-    model = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
+    model, _ = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
     query = open_packed(packed_root / spec.test_sets[0]).splits["query"]
     log_trained_model(config, spec, model, np.asarray(query.images[:2]), Path.cwd())
 

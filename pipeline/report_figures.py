@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 DPI = 110
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
-"""matplotlib's tab10, written out: ``.dvc/plots/by_variant.json`` uses the same colours."""
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39", "#7b4173")
+"""matplotlib's tab10, then four dark tab20b shades so that more than ten variants stay apart;
+written out because ``.dvc/plots/by_variant.json`` uses the same colours."""
 
 
 def variant_colours(variants: Sequence[str]) -> dict[str, str]:

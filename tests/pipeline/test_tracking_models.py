@@ -71,7 +71,7 @@ def test_registered_model_extracts_the_checkpoints_features(
                          "results": {"occluded_duke": {"mAP": 10.0 + spec.seed, "R1": 5.0}}})
     models = {}
     for spec in config.experiments_list():
-        model = load_trained_model(config, spec, tmp_path / "runs" / spec.name, packed_root,
+        model, _ = load_trained_model(config, spec, tmp_path / "runs" / spec.name, packed_root,
                                    torch.device("cpu"))
         models[spec.seed] = model
         uri = tracking_models.log_trained_model(config, spec, model,

@@ -15,6 +15,7 @@ from transreid_checkpoints import transreid_checkpoint
 
 from ddrn.config import ProjectConfig, config_from_dict
 from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+from ddrn.engine.provenance import load_weights
 from pipeline.experiment import evaluate_experiment, prepare_training, train_experiment
 
 SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,
@@ -73,7 +74,8 @@ def test_ddrn_starts_from_a_transreid_checkpoint_and_trains(project) -> None:
 
     result = train_experiment(config, spec, root / "runs" / spec.name, packed_root=root / "packed")
     assert len(result.history) == 2
-    trained = torch.load(root / "runs" / spec.name / "model.pt", weights_only=True)
+    trained, _ = load_weights(root / "runs" / spec.name / "model.pt", spec.name,
+                              config.fingerprint(spec))
     moved = trained["backbone.blocks.0.attn.qkv.weight"] - state["base.blocks.0.attn.qkv.weight"]
     assert 0 < moved.abs().max() < 1.0  # trained from the checkpoint, not re-initialised
 
