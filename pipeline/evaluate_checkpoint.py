@@ -39,7 +39,8 @@ from ddrn.models.jpm import retrieval_feature
 from ddrn.models.output import ReIDOutput
 from ddrn.models.transreid import is_transreid, read_transreid
 from pipeline.cli import base_parser, run_stage
-from pipeline.experiment import evaluate_split, resolve_device
+from pipeline.devices import resolve_device
+from pipeline.experiment import evaluate_split
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,11 @@ from ddrn.engine import TrainResult, fit
 from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.engine.provenance import check_provenance, load_weights, provenance, save_weights
 from ddrn.engine.trainer import EpochCallback
-from ddrn.errors import CheckpointError, ConfigError
+from ddrn.errors import CheckpointError
 from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
+from pipeline.devices import resolve_device
 from pipeline.mechanism import write_mechanism
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,6 @@ log = logging.getLogger(__name__)
 PACKED_ROOT = Path("data") / "packed"
 TOPK = 10
 """Ranked gallery indices kept per query in the eval files (for the report's retrieval figures)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device``: ``auto`` = CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} but no CUDA device is available; expected "
-                          "'auto' or 'cpu'")
-    return device
 
 
 def build_experiment_model(config: ProjectConfig, spec: ExperimentSpec, num_classes: int,
