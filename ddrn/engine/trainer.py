@@ -30,7 +30,7 @@ from ddrn.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer
+from ddrn.engine.optim import build_optimizer, build_schedule
 from ddrn.engine.provenance import check_provenance, provenance
 from ddrn.errors import ConfigError, TrainingError
 from ddrn.losses.margin import routing_metrics
@@ -116,7 +116,7 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
     run_dir, device = Path(run_dir), torch.device(device)
     ckpt_path = run_dir / CHECKPOINT
     optimizer = build_optimizer([model, criterion], train_cfg)
-    schedule = WarmupCosineSchedule(optimizer, train_cfg)
+    schedule = build_schedule(optimizer, train_cfg)
     dtype = amp_dtype(train_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     result = TrainResult()
