@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddrn.atomic import atomic_path
 from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset, PackedSplit, TrainLoader, make_train_loader, open_packed
 from ddrn.engine import TrainResult, fit
@@ -209,14 +210,12 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     every run. Members get a fixed date instead; ``np.load`` reads the file as usual."""
     import zipfile
 
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, value in sorted(arrays.items()):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-    tmp.replace(path)
 
 
 def _fmt(m: dict[str, float]) -> str:
