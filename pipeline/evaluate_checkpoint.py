@@ -26,34 +26,24 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
 from ddrn.config import DATASET_NAMES, ProjectConfig, config_from_dict, load_config
 from ddrn.data import load_dataset, open_packed, pack_dataset
 from ddrn.engine.checkpoint import load_module_state, read_state_file
-from ddrn.errors import CheckpointError, DataError
+from ddrn.errors import DataError
 from ddrn.models import build_model
 from ddrn.models.jpm import retrieval_feature
 from ddrn.models.output import ReIDOutput
 from ddrn.models.transreid import is_transreid, read_transreid
+from ddrn.models.weights import unwrap_state_dict
 from pipeline.cli import base_parser, run_stage
-from pipeline.experiment import evaluate_split, resolve_device
+from pipeline.devices import resolve_device
+from pipeline.experiment import evaluate_split
 
 log = logging.getLogger(__name__)
-
-
-def extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
-    """The model ``state_dict`` inside a loaded checkpoint file, ``module.`` prefixes stripped."""
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: no model state_dict found; expected a state_dict, or a "
-                              "dict with 'model' or 'state_dict'")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 class NeckFeature(nn.Module):
@@ -99,7 +89,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset_root: Path, dataset: str,
     A TransReID checkpoint needs no ``config``; this project's checkpoints use ``config`` (read
     from ``params``/``profile`` when None) and ``variant``.
     """
-    state = extract_state_dict(read_state_file(checkpoint), checkpoint)
+    state = unwrap_state_dict(read_state_file(checkpoint), str(checkpoint))
     if is_transreid(state):
         model, size, cameras = transreid_model(state, checkpoint, input_size, sie_coef)
         device = resolve_device("auto")

@@ -22,16 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddrn.atomic import atomic_path
 from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset, PackedSplit, TrainLoader, make_train_loader, open_packed
 from ddrn.engine import TrainResult, fit
 from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.engine.provenance import check_provenance, load_weights, provenance, save_weights
 from ddrn.engine.trainer import EpochCallback
-from ddrn.errors import CheckpointError, ConfigError
+from ddrn.errors import CheckpointError
 from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
+from pipeline.devices import resolve_device
 from pipeline.mechanism import write_mechanism
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,6 @@ log = logging.getLogger(__name__)
 PACKED_ROOT = Path("data") / "packed"
 TOPK = 10
 """Ranked gallery indices kept per query in the eval files (for the report's retrieval figures)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device``: ``auto`` = CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} but no CUDA device is available; expected "
-                          "'auto' or 'cpu'")
-    return device
 
 
 def build_experiment_model(config: ProjectConfig, spec: ExperimentSpec, num_classes: int,
@@ -219,14 +210,12 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     every run. Members get a fixed date instead; ``np.load`` reads the file as usual."""
     import zipfile
 
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, value in sorted(arrays.items()):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-    tmp.replace(path)
 
 
 def _fmt(m: dict[str, float]) -> str:

@@ -22,6 +22,7 @@ from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset
 from ddrn.evaluation import evaluate_rank, pairwise_distance
 from ddrn.evaluation import mechanism as mech
+from ddrn.models.embedding_space import code_usage
 
 MECHANISM_FILE = "mechanism.json"
 """Name of the record inside ``eval/<exp>/``."""
@@ -65,7 +66,7 @@ def measure_test_set(model: nn.Module, config: ProjectConfig, spec: ExperimentSp
     q = mech.code_statistics(model, query, inp, ev.batch_size, device)
     g = mech.code_statistics(model, gallery, inp, ev.batch_size, device)
     hist = torch.tensor(q.histogram) + torch.tensor(g.histogram)
-    use = mech.usage_numbers(hist)
+    use = code_usage(hist)
     n_q, n_g = len(query), len(gallery)
     code = int(hist.argmax())
     const_q = mech.extract_features(model, query, inp, ev.batch_size, device, constant_code=code)

@@ -25,6 +25,7 @@ from typing import Any
 from ddrn.config import DatasetConfig, ExperimentSpec, ProjectConfig
 from ddrn.data import read_meta
 from ddrn.errors import CheckpointError, DataError
+from pipeline.devices import resolve_device
 
 TRAIN_SPLITS = ("train",)
 TEST_SPLITS = ("query", "gallery")
@@ -94,8 +95,6 @@ def check_experiments(config: ProjectConfig, specs: Sequence[ExperimentSpec], pa
     Raises:
         DDRNError: the first problem, in one line.
     """
-    from pipeline.experiment import resolve_device
-
     for spec in specs:  # building the model reads the pretrained file, for evaluation too
         resolve_device(spec.train.device)
         check_pretrained(spec, config)

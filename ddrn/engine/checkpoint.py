@@ -13,7 +13,6 @@ Only tensors and plain Python values are stored, so it loads with ``weights_only
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddrn.atomic import atomic_path
 from ddrn.errors import CheckpointError
 
 FORMAT = 1
@@ -34,19 +34,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """``torch.save(obj, path)`` through :func:`ddrn.atomic.atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:

@@ -16,11 +16,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import Any
 
 import torch
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from ddrn.config import TrainConfig
@@ -47,10 +46,9 @@ def build_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.opt
                 no_decay.append(p)
             else:
                 (biases if name.endswith("bias") else weights).append(p)
-    groups = [{"params": weights, "lr": cfg.lr, "base_lr": cfg.lr},
-              {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor,
-               "base_lr": cfg.lr * cfg.bias_lr_factor},
-              {"params": no_decay, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": 0.0}]
+    groups = [{"params": weights, "lr": cfg.lr},
+              {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor},
+              {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -69,38 +67,10 @@ def _no_weight_decay_ids(modules: Iterable[nn.Module]) -> set[int]:
     return ids
 
 
-def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:
-    """The learning rate of 1-based ``epoch`` for a group whose peak is ``base_lr``."""
-    warmup_start = cfg.warmup_lr_factor * cfg.lr
-    floor = cfg.min_lr_factor * cfg.lr
-    if epoch < cfg.warmup_epochs:
-        return warmup_start + epoch * (base_lr - warmup_start) / cfg.warmup_epochs
-    if epoch >= cfg.epochs:
-        return floor
-    return floor + 0.5 * (base_lr - floor) * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-
-
-class WarmupCosineSchedule:
-    """Sets every group's lr from :func:`lr_at_epoch`; call :meth:`step` at the start of an epoch."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-        self.optimizer = optimizer
-        self.cfg = cfg
-        self.last_epoch = 0
-
-    def step(self, epoch: int) -> None:
-        """Enter 1-based ``epoch``."""
-        self.last_epoch = epoch
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at_epoch(epoch, group["base_lr"], self.cfg)
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_epoch = int(state["last_epoch"])
-        if self.last_epoch:
-            self.step(self.last_epoch)
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> CosineLRScheduler:
+    """timm's ``CosineLRScheduler`` as TransReID's ``create_scheduler`` sets it up, over each
+    group's lr at construction (its peak); call ``step(epoch)`` with the 1-based epoch at the start
+    of every epoch. Its ``state_dict`` round-trips through the training checkpoint."""
+    return CosineLRScheduler(optimizer, t_initial=cfg.epochs, lr_min=cfg.min_lr_factor * cfg.lr,
+                             warmup_lr_init=cfg.warmup_lr_factor * cfg.lr,
+                             warmup_t=cfg.warmup_epochs, cycle_limit=1, t_in_epochs=True)

@@ -30,10 +30,11 @@ from ddrn.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer
+from ddrn.engine.optim import build_optimizer, build_schedule
 from ddrn.engine.provenance import check_provenance, provenance
 from ddrn.errors import ConfigError, TrainingError
 from ddrn.losses.margin import routing_metrics
+from ddrn.models.embedding_space import code_usage
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainCon
     run_dir, device = Path(run_dir), torch.device(device)
     ckpt_path = run_dir / CHECKPOINT
     optimizer = build_optimizer([model, criterion], train_cfg)
-    schedule = WarmupCosineSchedule(optimizer, train_cfg)
+    schedule = build_schedule(optimizer, train_cfg)
     dtype = amp_dtype(train_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     result = TrainResult()
@@ -251,10 +252,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[Any
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if hist is not None:
-        probs = hist.double() / max(int(hist.sum()), 1)
-        entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
-        metrics["code_perplexity"] = float(torch.exp(entropy))
-        metrics["dead_codes"] = float((hist == 0).sum())
+        usage = code_usage(hist)
+        metrics["code_perplexity"] = usage["perplexity"]
+        metrics["dead_codes"] = float(usage["dead_codes"])
     if routing is not None:
         metrics.update(routing_metrics(routing))
     return metrics

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ddrn.config import InputConfig
 from ddrn.data import BatchAugment, PackedSplit
+from ddrn.models.embedding_space import code_usage
 
 OCCLUDER_DIFF = 24
 """A pixel belongs to the occluder when query and twin differ by more than this (uint8, max over
@@ -132,13 +133,6 @@ def mean_pairwise_cosine(tokens: Tensor) -> Tensor:
     return ((summed * summed).sum(-1) - n) / max(n * (n - 1), 1)
 
 
-def usage_numbers(histogram: Tensor) -> dict[str, float]:
-    """Perplexity exp(H) of a code histogram and its number of never-used codes."""
-    probs = histogram.double() / max(float(histogram.sum()), 1.0)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
-    return {"perplexity": float(torch.exp(entropy)), "dead_codes": int((histogram == 0).sum())}
-
-
 @dataclass
 class CodeStatistics:
     """Code usage and token diversity of one split (see :func:`code_statistics`)."""
@@ -160,7 +154,7 @@ def code_statistics(model: nn.Module, split: PackedSplit, input_cfg: InputConfig
         hist += torch.bincount(cap.indices.reshape(-1), minlength=size)
         cosines.append(mean_pairwise_cosine(cap.tokens))
         feats.append(cap.features)
-    use = usage_numbers(hist)
+    use = code_usage(hist)
     return CodeStatistics(hist.tolist(), use["perplexity"], use["dead_codes"],
                           float(torch.cat(cosines).mean()) if cosines else float("nan"),
                           torch.cat(feats) if feats else torch.zeros(0))

@@ -81,12 +81,19 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def code_usage(histogram: Tensor) -> dict[str, Any]:
+    """``perplexity``: exp(entropy) of the code frequencies of a (x,) histogram (x when every code
+    is used evenly, 1 when one code takes every token); ``dead_codes``: codes never chosen."""
+    probs = histogram.double() / max(float(histogram.sum()), 1.0)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
+    return {"perplexity": float(torch.exp(entropy)), "dead_codes": int((histogram == 0).sum())}
 
 
 class EmbeddingSpace(nn.Module):
@@ -245,10 +252,7 @@ class EmbeddingSpace(nn.Module):
             ``dead_codes`` the number of codes never chosen.
         """
         hist = torch.bincount(indices.reshape(-1).long().cpu(), minlength=self.num_embeddings)
-        probs = hist.double() / max(int(hist.sum()), 1)
-        entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
-        return {"histogram": hist, "perplexity": float(math.exp(float(entropy))),
-                "dead_codes": int((hist == 0).sum())}
+        return {"histogram": hist, **code_usage(hist)}
 
 
 def _kmeans(points: Tensor, k: int, iters: int, spherical: bool) -> Tensor:

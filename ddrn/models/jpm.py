@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ddrn.models.heads import BNNeck, IDClassifier
 from ddrn.models.output import ReIDOutput
+from ddrn.models.vit import embed_tokens
 
 
 def shift_and_shuffle(tokens: Tensor, shift: int, groups: int) -> Tensor:
@@ -119,12 +120,7 @@ class JPMReID(nn.Module):
             camids: (B,) camera ids; required when SIE is on, ignored otherwise.
         """
         vit = self.backbone
-        x = vit._pos_embed(vit.patch_embed(images))  # (B, 1+N, D)
-        if self.sie_embed is not None:
-            if camids is None:
-                raise ValueError("this model uses SIE (model.sie: true); pass camids")
-            x = x + self.sie_coef * self.sie_embed[camids]  # (B, 1, D) on every token
-        x = vit.norm_pre(vit.patch_drop(x))
+        x = embed_tokens(vit, images, self.sie_embed, self.sie_coef, camids)  # (B, 1+N, D)
         for block in vit.blocks:  # blocks 1..N-1
             x = block(x)
         global_feat = self.global_branch(x)[:, 0]  # (B, D)

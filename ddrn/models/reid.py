@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from ddrn.models.embedding_space import EmbeddingSpace
 from ddrn.models.heads import BNNeck, IDClassifier
 from ddrn.models.output import ReIDOutput
+from ddrn.models.vit import embed_tokens
 
 
 class ViTReID(nn.Module):
@@ -87,13 +88,7 @@ class ViTReID(nn.Module):
             camids: (B,) camera ids; required when SIE is on, ignored otherwise.
         """
         vit = self.backbone
-        x = vit.patch_embed(images)  # (B, N, D)
-        x = vit._pos_embed(x)  # (B, 1+N, D): CLS prepended, position added
-        if self.sie_embed is not None:
-            if camids is None:
-                raise ValueError("this model uses SIE (model.sie: true); pass camids")
-            x = x + self.sie_coef * self.sie_embed[camids]  # (B, 1, D) broadcast to every token
-        x = vit.norm_pre(vit.patch_drop(x))
+        x = embed_tokens(vit, images, self.sie_embed, self.sie_coef, camids)  # (B, 1+N, D)
         *encoder, decoder = vit.blocks
         for block in encoder:  # blocks 1..N-1
             x = block(x)

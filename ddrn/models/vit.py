@@ -56,6 +56,23 @@ class OverlapPatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
+def embed_tokens(vit: VisionTransformer, images: Tensor, sie_embed: Tensor | None = None,
+                 sie_coef: float = 1.0, camids: Tensor | None = None) -> Tensor:
+    """The token sequence block 1 reads: patches, CLS prepended, positions added, and with
+    TransReID's Side Information Embedding (``sie_embed``: (cams, 1, D)) the camera's vector
+    scaled by ``sie_coef`` added to every token. Returns (B, 1+N, D).
+
+    Raises:
+        ValueError: SIE is on and ``camids`` is missing.
+    """
+    x = vit._pos_embed(vit.patch_embed(images))  # (B, 1+N, D)
+    if sie_embed is not None:
+        if camids is None:
+            raise ValueError("this model uses SIE (model.sie: true); pass camids")
+        x = x + sie_coef * sie_embed[camids]  # (B, 1, D) broadcast to every token
+    return vit.norm_pre(vit.patch_drop(x))
+
+
 def backbone_dims(backbone: str) -> dict[str, float]:
     """``embed_dim``, ``depth``, ``num_heads`` and ``mlp_ratio`` of a timm ViT, read without weights.
 

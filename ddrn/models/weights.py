@@ -39,9 +39,22 @@ def load_state_dict_file(path: str | Path, key: str) -> dict[str, Tensor]:
     except Exception as exc:  # any decoding failure is a bad file, not a bug here
         raise CheckpointError(f"{key}: cannot read weights file {path} ({type(exc).__name__}); "
                               "expected a PyTorch .pth or a .safetensors file") from None
+    return unwrap_state_dict(state, f"{key}: {path}")
+
+
+def unwrap_state_dict(obj: object, where: str) -> dict[str, Tensor]:
+    """The flat ``{name: tensor}`` state dict inside a loaded checkpoint: nested under
+    ``state_dict``/``model``/``model_state``/``module`` or not, a DataParallel ``module.`` prefix
+    stripped.
+
+    Raises:
+        CheckpointError: no state dict of tensors inside; the message starts with ``where``.
+    """
     for nested in _NESTED_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(nested), dict):
-            state = state[nested]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{key}: {path} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        if isinstance(obj, dict) and isinstance(obj.get(nested), dict):
+            obj = obj[nested]
+    if not isinstance(obj, dict) or not obj or \
+            not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{where} holds no model state dict of tensors; expected a "
+                              "state_dict, or a dict with one under 'model' or 'state_dict'")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ddrn.atomic import atomic_write_text
+from ddrn.atomic import atomic_path, atomic_write_text
 
 
 def test_writes_creates_folder_and_replaces(tmp_path: Path) -> None:
@@ -25,3 +25,18 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         atomic_write_text(target, "\udcff")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.md"]
+
+
+def test_binary_writers_share_the_same_guarantee(tmp_path: Path) -> None:
+    # A writer that fails half-way (a torch.save of something unpicklable, a zip being filled)
+    # leaves the previous file and no temporary one.
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"

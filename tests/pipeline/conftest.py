@@ -9,8 +9,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-from pipeline.tracking import MlflowServer
+from mlflow_server import MlflowServer
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow_server import MlflowServer
 
 from pipeline.rundir import SCRATCH_PREFIX
-from pipeline.tracking import MlflowServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -19,18 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow_server import free_port
 from sweep_project import write_tiny_project
 
 pytestmark = pytest.mark.slow
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -51,7 +46,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``127.0.0.1:<port>`` of a running head + worker cluster (2 alive nodes)."""
     logs = tmp_path_factory.mktemp("ray-cluster")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     common = ["--object-store-memory=100000000", "--disable-usage-stats", "--block"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow_server import MlflowServer
 
 from ddrn.config import TrackingConfig, config_from_dict
 from pipeline import tracking
@@ -40,7 +41,7 @@ def test_disabled_tracking_yields_none(tmp_path: Path) -> None:
         assert run is None
 
 
-def test_stage_and_trial_runs_roundtrip(mlflow_server: tracking.MlflowServer, tmp_path: Path,
+def test_stage_and_trial_runs_roundtrip(mlflow_server: MlflowServer, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     config, spec = _spec()
@@ -87,7 +88,7 @@ def test_stage_and_trial_runs_roundtrip(mlflow_server: tracking.MlflowServer, tm
     assert len(client.get_metric_history(trial_id, "occluded_duke.mAP")) == 1
 
 
-def test_failed_stage_marks_parent_failed(mlflow_server: tracking.MlflowServer, tmp_path: Path,
+def test_failed_stage_marks_parent_failed(mlflow_server: MlflowServer, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     cfg = TrackingConfig(experiment_name="test-failed")
@@ -107,7 +108,7 @@ def test_unreachable_server_is_a_one_line_error(tmp_path: Path,
 
 
 def test_killed_stage_parent_run_is_marked_killed_by_the_next_one(
-        mlflow_server: tracking.MlflowServer, tmp_path: Path,
+        mlflow_server: MlflowServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A stage SIGKILLed inside its parent run leaves it RUNNING; the next invocation of the same
     stage closes it as KILLED, and leaves a live invocation's run alone."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
+from mlflow_server import MlflowServer
 
 from ddrn.config import load_config
 from pipeline import tracking, tracking_models
@@ -38,7 +39,7 @@ def _params(experiment_name: str) -> dict:
 
 
 def test_registered_model_extracts_the_checkpoints_features(
-        mlflow_server: tracking.MlflowServer, tmp_path: Path,
+        mlflow_server: MlflowServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ddrn.data import load_dataset, open_packed, pack_dataset
     from ddrn.data.synthetic import generate_synthetic

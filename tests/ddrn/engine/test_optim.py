@@ -7,23 +7,29 @@ import torch
 from torch import nn
 
 from ddrn.config import ModelConfig, TrainConfig
-from ddrn.engine.optim import WarmupCosineSchedule, build_optimizer, lr_at_epoch
+from ddrn.engine.optim import build_optimizer, build_schedule
 from ddrn.models import build_model
+
+
+def lrs_at_epoch(epoch: int, cfg: TrainConfig) -> list[float]:
+    """Every group's lr in 1-based ``epoch``: weights, then biases (x bias_lr_factor)."""
+    opt = build_optimizer([nn.Linear(2, 2)], cfg)
+    build_schedule(opt, cfg).step(epoch)
+    return [g["lr"] for g in opt.param_groups]
 
 
 @pytest.mark.parametrize(("epoch", "expected"), [
     (1, 1.664e-3), (5, 7.966e-3), (30, 6.83e-3), (60, 4.01e-3), (90, 1.19e-3), (120, 1.6e-5)])
 def test_paper_schedule_values(epoch: int, expected: float) -> None:
     # The anchors give three significant digits.
-    assert lr_at_epoch(epoch, 0.008, TrainConfig()) == pytest.approx(expected, abs=5e-6)
+    assert lrs_at_epoch(epoch, TrainConfig())[0] == pytest.approx(expected, abs=5e-6)
 
 
 def test_warmup_is_linear_and_floor_is_absolute_for_the_bias_group() -> None:
     cfg = TrainConfig()
-    assert lr_at_epoch(2, 0.008, cfg) - lr_at_epoch(1, 0.008, cfg) == pytest.approx(
-        (0.008 - 8e-5) / 5)
-    assert lr_at_epoch(120, 0.016, cfg) == pytest.approx(1.6e-5)   # same floor for biases
-    assert lr_at_epoch(5, 0.016, cfg) == pytest.approx(2 * 7.966e-3, rel=2e-3)
+    assert lrs_at_epoch(2, cfg)[0] - lrs_at_epoch(1, cfg)[0] == pytest.approx((0.008 - 8e-5) / 5)
+    assert lrs_at_epoch(120, cfg)[1] == pytest.approx(1.6e-5)   # same floor for biases
+    assert lrs_at_epoch(5, cfg)[1] == pytest.approx(2 * 7.966e-3, rel=2e-3)
 
 
 def test_bias_group_gets_double_lr_and_criterion_params_are_included() -> None:
@@ -64,9 +70,11 @@ def test_codebook_weight_decay_follows_the_model_config(decay: bool) -> None:
 def test_schedule_state_round_trip() -> None:
     cfg = TrainConfig()
     opt = build_optimizer([nn.Linear(2, 2)], cfg)
-    sched = WarmupCosineSchedule(opt, cfg)
+    sched = build_schedule(opt, cfg)
     sched.step(7)
     opt2 = build_optimizer([nn.Linear(2, 2)], cfg)
-    sched2 = WarmupCosineSchedule(opt2, cfg)
+    sched2 = build_schedule(opt2, cfg)
     sched2.load_state_dict(sched.state_dict())
-    assert sched2.get_last_lr() == sched.get_last_lr()
+    sched2.step(8)
+    sched.step(8)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]

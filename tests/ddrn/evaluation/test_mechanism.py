@@ -11,6 +11,7 @@ from ddrn.data import PackedSplit
 from ddrn.evaluation import extract_features as plain_features
 from ddrn.evaluation import mechanism as mech
 from ddrn.models import build_model
+from ddrn.models.embedding_space import code_usage
 
 
 def test_patch_windows_follow_the_overlapping_grid_row_major():
@@ -45,8 +46,8 @@ def test_mean_pairwise_cosine_excludes_self_pairs():
     assert mech.mean_pairwise_cosine(pair).item() == pytest.approx(-1.0)
 
 
-def test_usage_numbers():
-    assert mech.usage_numbers(torch.tensor([5, 5, 0, 0])) == pytest.approx(
+def test_code_usage():
+    assert code_usage(torch.tensor([5, 5, 0, 0])) == pytest.approx(
         {"perplexity": 2.0, "dead_codes": 2})
 
 
