@@ -141,3 +141,21 @@ def test_killed_stage_parent_run_is_marked_killed_by_the_next_one(
         with tracking.stage_run(cfg, tmp_path, "train", "t"):
             assert client.get_run(live.run_id).info.status == "RUNNING"
     assert client.get_run(live.run_id).info.status == "FINISHED"
+
+
+def test_results_view_is_a_shared_ui_view_of_the_trials(mlflow_server: MlflowServer,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's UI shows no metric column by default; the evaluate stage saves a shared view
+    # (experiment tag read with ?viewStateShareKey=) with the headline metrics as columns.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    cfg = TrackingConfig(experiment_name="test-view")
+    with tracking.stage_run(cfg, tmp_path, "evaluate", "t") as stage:
+        path = stage.publish_results_view(["occluded_duke", "market1501"])
+    assert path == f"#/experiments/{stage.experiment_id}?viewStateShareKey=results"
+    tags = MlflowClient(mlflow_server.uri).get_experiment(stage.experiment_id).tags
+    view = json.loads(tags["mlflow.sharedViewState.results"])
+    assert view["searchFilter"] == "tags.run_kind = 'trial'"
+    assert view["orderByKey"] == "metrics.`occluded_duke.mAP`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][3:7] == ["metrics.`occluded_duke.R1`", "metrics.`occluded_duke.mAP`",
+                                            "metrics.`market1501.R1`", "metrics.`market1501.mAP`"]
