@@ -415,13 +415,29 @@ class SearchDim:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """The sweep's held-out identities (:func:`ddrn.data.split_validation`).
+
+    ``fraction`` of the training set's identities (drawn once with ``seed``) are held out of the
+    sweep's training and scored as query/gallery; the test split is never read by the sweep.
+    """
+
+    fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _require(0.0 < self.fraction < 1.0, f"{key}.fraction", "a share in (0, 1)", self.fraction)
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`).
 
     Every trial trains ``base_variant`` on ``train_set`` with the sampled knobs replacing the
-    variant's values, for at most ``max_epochs`` (null: the profile's ``train.epochs``), and is
-    scored by mAP on ``train_set``'s query/gallery every ``eval_every`` epochs; ASHA stops the weak
-    ones after ``grace_period`` epochs. Resources per trial, retries and Tune's storage come from
+    variant's values, for at most ``max_epochs`` (null: the profile's ``train.epochs``), on the
+    identities of ``train_set`` that ``validation`` does not hold out, and is scored by mAP on the
+    held-out identities' query/gallery every ``eval_every`` epochs (never on the test split); ASHA
+    stops the weak ones after ``grace_period`` epochs. Resources per trial, retries and Tune's storage come from
     the ``ray`` section (its ``storage_path`` must be shared by every node of a cluster).
     """
 
@@ -437,8 +453,10 @@ class SweepConfig:
     reduction_factor: int = 2
     seed: int = 0
     space: dict[str, SearchDim] = field(default_factory=dict)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def validate(self, key: str) -> None:
+        self.validation.validate(f"{key}.validation")
         _require(bool(self.name) and "/" not in self.name, f"{key}.name",
                  "a non-empty name without '/'", self.name)
         _require(self.num_samples >= 1, f"{key}.num_samples", "an integer >= 1", self.num_samples)

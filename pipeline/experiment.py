@@ -24,7 +24,14 @@ from torch import nn
 
 from ddrn.atomic import atomic_path
 from ddrn.config import ExperimentSpec, ProjectConfig
-from ddrn.data import PackedDataset, PackedSplit, TrainLoader, make_train_loader, open_packed
+from ddrn.data import (
+    PackedDataset,
+    PackedSplit,
+    TrainLoader,
+    make_train_loader,
+    open_packed,
+    select_rows,
+)
 from ddrn.engine import TrainResult, fit
 from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.engine.provenance import check_provenance, load_weights, provenance, save_weights
@@ -63,17 +70,27 @@ class TrainingSetup:
 
 
 def prepare_training(config: ProjectConfig, spec: ExperimentSpec,
-                     packed_root: str | Path = PACKED_ROOT) -> TrainingSetup:
+                     packed_root: str | Path = PACKED_ROOT,
+                     train_rows: np.ndarray | None = None) -> TrainingSetup:
     """Open ``<packed_root>/<train_set>`` and build the seeded model, criterion and loader.
 
     Shared by :func:`train_experiment` and the sweep's trials, which need the model for their
     per-epoch scoring callback before training starts.
+
+    Args:
+        train_rows: train on these rows of the train split only (the sweep's training
+            identities, :func:`ddrn.data.split_validation`); their identities are renumbered and
+            the classifier is sized for them. ``None``: the whole train split.
     """
     packed = open_packed(Path(packed_root) / spec.train_set)
+    split, num_classes = packed.splits["train"], packed.num_classes
+    if train_rows is not None:
+        split = select_rows(split, train_rows, relabel=True)
+        num_classes = len(np.unique(split.pids))
     device = resolve_device(spec.train.device)
-    model = build_experiment_model(config, spec, packed.num_classes, packed.num_cameras).to(device)
-    criterion = build_criterion(spec.loss, model.feature_dim, packed.num_classes).to(device)
-    loader = make_train_loader(packed.splits["train"], spec.train, config.input, device, spec.seed)
+    model = build_experiment_model(config, spec, num_classes, packed.num_cameras).to(device)
+    criterion = build_criterion(spec.loss, model.feature_dim, num_classes).to(device)
+    loader = make_train_loader(split, spec.train, config.input, device, spec.seed)
     return TrainingSetup(packed, device, model, criterion, loader)
 
 

@@ -1,16 +1,18 @@
 """``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA over the paper's Fig. 6 knobs.
 
-Each trial trains ``sweep.base_variant`` on ``sweep.train_set`` with a sampled codebook size x, Gumbel
-temperature tau, sub-centre count k, margin and scale, loss family (ArcFace / Sub-center ArcFace /
-HS-ArcFace) and sampling (default / Gumbel), and reports mAP on that set's query/gallery after every
-``sweep.eval_every`` epochs. Optuna's TPE sampler proposes configurations from a define-by-run space
+Each trial trains ``sweep.base_variant`` with a sampled codebook size x, Gumbel temperature tau,
+sub-centre count k, margin and scale, loss family (ArcFace / Sub-center ArcFace / HS-ArcFace) and
+sampling (default / Gumbel) on the training identities of ``sweep.train_set`` that
+``sweep.validation`` does not hold out, and reports mAP on the held-out identities' query/gallery
+after every ``sweep.eval_every`` epochs: the sweep selects on validation identities and never reads
+the test split (:mod:`ddrn.data.validation`). Optuna's TPE sampler proposes configurations from a define-by-run space
 (k only exists for the sub-centre heads, tau only for Gumbel sampling); ASHA stops the weak trials
 early. Trials checkpoint every epoch, so a trial whose worker dies resumes on another worker, and
 ``--resume`` continues an interrupted sweep (``Tuner.restore``) instead of starting over.
 
 Outputs: ``reports/sweep_trials.json`` (every trial), ``reports/sweep_best_params.yaml`` (the best
 configuration as a ``params.yaml`` variant plus the ``dvc exp run -S`` command), and
-``reports/sweep.md`` with its figures (:mod:`pipeline.sweep_report`). Ray plumbing (``ray.init``
+``reports/sweep.md`` with its figures, each naming the validation split its numbers come from (:mod:`pipeline.sweep_report`). Ray plumbing (``ray.init``
 honouring ``RAY_ADDRESS``, per-trial resources) comes from :mod:`pipeline.tune`, MLflow from
 :mod:`pipeline.tracking`: every trial is an MLflow run nested under the sweep's run.
 """
@@ -31,7 +33,7 @@ import yaml
 
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ProjectConfig
-from ddrn.errors import ConfigError
+from ddrn.errors import ConfigError, DDRNError
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.sweep_space import (
     METRIC,
@@ -43,8 +45,9 @@ from pipeline.sweep_space import (
     plain,
     sweep_fingerprint,
 )
-from pipeline.sweep_trial import TrialContext, sweep_trial
+from pipeline.sweep_trial import TrialContext, sweep_trial, validation_split
 from pipeline.tracking import stage_run
+from pipeline.tune import USER_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +101,13 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                           "expected at least one knob to search")
     apply_knobs(config, {}, "probe")  # reject an impossible base before starting Ray
     # Pack present, matching the profile, non-empty; pretrained weights there: before Ray starts.
+    # Only the train split is read: the sweep selects on held-out training identities.
     check_experiments(config, [config.resolve(sweep.train_set, sweep.base_variant, 0)], data_root,
-                      train=True, test=True)
+                      train=True, test=False)
+    split = validation_split(config, data_root)
+    log.info("validation: %d of %d training ids held out (seed %d), %d queries, %d gallery images",
+             len(split.val_ids), len(split.val_ids) + len(split.train_ids), split.seed,
+             len(split.query), len(split.gallery))
     storage = storage_path or config.ray.storage_path
     shared_fs = "://" not in storage
     if shared_fs:
@@ -128,7 +136,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                     parent_file.parent.mkdir(parents=True, exist_ok=True)
                     parent_file.write_text(parent.run_id)
             ctx = TrialContext(config, str(data_root.resolve()),
-                               f"{exp_path}/trial_runs" if shared_fs else None,
+                               f"{exp_path}/trial_runs" if shared_fs else None, split,
                                parent.target(log_checkpoints=False) if parent else None)
             trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), resources)
             log.info("sweep %s: %d trials of <= %d epochs, %s each, <= %d at once, storage %s",
@@ -160,7 +168,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
             trials = collect_trials(grid, max_epochs)
             num_nodes = len({n for t in trials for n in t["nodes"]})
             summary = _summary(config, exp_name, exp_path, trials, max_epochs,
-                               time.perf_counter() - t0, num_nodes)
+                               time.perf_counter() - t0, num_nodes, split.summary())
             outcome = write_outputs(config, summary, out_dir)
             if parent is not None:
                 best = outcome.best
@@ -170,6 +178,10 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                 for path in (outcome.trials_path, outcome.best_params_path, outcome.report_path,
                              *sorted((out_dir / "figures").glob("sweep_*.png"))):
                     parent.log_artifact(path, "sweep")
+    failed = [t for t in trials if t["status"] == "ERROR"]
+    if failed and not outcome.best:
+        raise DDRNError(f"sweep {exp_name}: no trial was scored; {len(failed)} failed, the first "
+                        f"with: {failed[0]['error']}")
     return outcome
 
 
@@ -191,16 +203,19 @@ def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
             if "resumed_from_epoch" in hist:
                 resumed = int(hist["resumed_from_epoch"].fillna(0).max())
         epochs = int(metrics.get("epoch", max(curve, default=0)))
-        error = result.error is not None
+        # A project error ends the trial once with its message (not retried, sweep_trial).
+        user_error = metrics.get(USER_ERROR)
+        error = result.error is not None or bool(user_error)
+        message = user_error or (str(result.error).strip().splitlines()[-1] if result.error else None)
         trials.append({
             "trial_id": str(metrics.get("trial_id") or Path(result.path).name),
             "status": "ERROR" if error else "TERMINATED",
-            "error": str(result.error).strip().splitlines()[-1] if error else None,
+            "error": message,
             "knobs": plain(dict(result.config or {})),
             "epochs": epochs,
             "stopped_early": (not error) and epochs < max_epochs,
-            METRIC: plain(metrics.get(METRIC)),
-            "R1": plain(metrics.get("R1")),
+            METRIC: None if error else plain(metrics.get(METRIC)),
+            "R1": None if error else plain(metrics.get("R1")),
             "best_mAP": max(curve.values()) if curve else None,
             "curve": [[e, round(v, 4)] for e, v in sorted(curve.items())],
             "nodes": nodes,
@@ -212,7 +227,8 @@ def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
 
 
 def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[dict[str, Any]],
-             max_epochs: int, seconds: float, num_nodes: int) -> dict[str, Any]:
+             max_epochs: int, seconds: float, num_nodes: int,
+             validation: dict[str, Any]) -> dict[str, Any]:
     sweep = config.sweep
     scored = [t for t in trials if t.get(METRIC) is not None]
     # Best = highest final mAP among trials that ran to max_epochs: a trial ASHA stopped early
@@ -223,6 +239,7 @@ def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[d
     return {
         "name": exp_name, "experiment_path": exp_path, "profile": config.profile,
         "train_set": sweep.train_set, "base_variant": sweep.base_variant, "metric": METRIC,
+        "selection": "validation", "validation": validation,
         "num_samples": sweep.num_samples, "max_epochs": max_epochs,
         "grace_period": sweep.grace_period, "reduction_factor": sweep.reduction_factor,
         "space": {k: plain(dataclasses.asdict(v)) for k, v in sweep.space.items()},
@@ -241,17 +258,47 @@ def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path)
     command = dvc_exp_command(config, knobs) if knobs else "(no trial was scored)"
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path = out_dir / "sweep_best_params.yaml"
-    header = (f"# Best configuration of sweep {summary['name']}: trial {best.get('trial_id')}, "
-              f"mAP {best.get(METRIC)} % on {summary['train_set']} after {best.get('epochs')} "
-              f"epochs.\n# Paste the variant into params.yaml, or run it as a DVC experiment:\n"
-              f"#   {command}\n")
+    header = _best_params_header(config, summary, command)
+    note = (f"chosen on validation mAP {best.get(METRIC)} % ({_split_words(summary)})"
+            if knobs else None)
     atomic_write_text(best_path, header + yaml.safe_dump(
-        best_params_document(config, knobs), sort_keys=False) if knobs else header)
+        best_params_document(config, knobs, note), sort_keys=False) if knobs else header)
     summary = {**summary, "best_params_file": best_path.name, "dvc_command": command}
     trials_path = out_dir / "sweep_trials.json"
     atomic_write_text(trials_path, json.dumps(summary, indent=2) + "\n")
     report = write_report(trials_path, out_dir)
     return SweepOutcome(trials_path, best_path, report, best, command)
+
+
+def _split_words(summary: dict[str, Any]) -> str:
+    v = summary["validation"]
+    return (f"{v['num_ids']} held-out ids of {summary['train_set']}'s train split, "
+            f"{v['num_query']} queries, {v['num_gallery']} gallery; fraction {v['fraction']}, "
+            f"seed {v['seed']}")
+
+
+def _best_params_header(config: ProjectConfig, summary: dict[str, Any], command: str) -> str:
+    """The comment block of ``sweep_best_params.yaml``: what it was chosen on and how to test it."""
+    best, v = summary["best"], summary["validation"]
+    variant = f"{config.sweep.base_variant}_sweep_best"
+    groups = [f"profiles.{config.profile}.experiments.{g}.variants"
+              for g, group in config.cfg.experiments.items()
+              if group.train_set == summary["train_set"]] or [
+                  f"profiles.{config.profile}.experiments.<group>.variants"]
+    return "\n".join([
+        f"# Best configuration of sweep {summary['name']}, selected on VALIDATION identities "
+        "(the test split was not read):",
+        f"#   trial {best.get('trial_id')}: validation mAP {best.get(METRIC)} %, R1 "
+        f"{best.get('R1')} % after {best.get('epochs')} epochs,",
+        f"#   on {_split_words(summary)};",
+        f"#   trained on the other {v['num_train_ids']} ids ({v['num_train_images']} images).",
+        "# Its test-split numbers come from the main pipeline (all training ids, evaluated on the",
+        "# test split into metrics/<experiment>.json and reports/), either as a DVC experiment of",
+        "# the base variant with these knobs:",
+        f"#   {command}",
+        f"# or by pasting the variant below into params.yaml, adding {variant} to",
+        f"# {groups[0]}, and running `dvc repro`.",
+        ""])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """``python -m pipeline.sweep_report``: ``reports/sweep.md`` and its figures from the sweep's trials.
 
-Reads ``reports/sweep_trials.json`` (written by :mod:`pipeline.sweep`) and renders:
+Reads ``reports/sweep_trials.json`` (written by :mod:`pipeline.sweep`) and renders, naming the split
+every number comes from (the validation identities held out of the sweep's training, with their
+query/gallery counts; a summary of an older sweep that scored on the test split says so):
 
 - the Fig. 6 panels: mAP against each searched knob, one series per loss family, and default vs
   Gumbel sampling (``figures/sweep_fig6.png``), plus every trial's mAP curve with the epochs where
@@ -143,7 +145,7 @@ def plot_fig6(summary: Mapping[str, Any], path: Path) -> Path:
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(knobs):]:
         ax.axis("off")
-    fig.suptitle(f"Sweep {summary['name']}: mAP on {summary['train_set']} "
+    fig.suptitle(f"Sweep {summary['name']}: {split_label(summary)} mAP "
                  "(hollow = stopped early by ASHA)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +172,7 @@ def plot_asha(summary: Mapping[str, Any], path: Path) -> Path:
     for family in _families(summary):
         ax.plot([], [], color=FAMILY_COLOURS.get(family), label=family)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mAP (%)")
+    ax.set_ylabel(f"{split_label(summary)} mAP (%)")
     ax.set_title(f"{len(summary['trials'])} trials, grace {summary['grace_period']}, reduction "
                  f"factor {summary['reduction_factor']}", fontsize=9)
     ax.grid(alpha=0.3)
@@ -206,6 +208,33 @@ def _families(summary: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def split_label(summary: Mapping[str, Any]) -> str:
+    """Short name of the split the sweep's numbers come from, for figure titles and axes."""
+    if summary.get("selection") == "validation":
+        return f"validation ({summary['validation']['num_ids']} ids)"
+    return f"{summary['train_set']} TEST split"
+
+
+def split_sentence(summary: Mapping[str, Any]) -> str:
+    """Where every number of the report comes from, in words."""
+    if summary.get("selection") != "validation":
+        return (f"**Every mAP here was measured on `{summary['train_set']}`'s test query/gallery, "
+                "the split the paper tables report: the selection saw the test set (a sweep from "
+                "before the validation protocol). Re-run the sweep to select on held-out "
+                "training identities.**")
+    v = summary["validation"]
+    return (f"**Every number here is on the validation split, never the test split**: "
+            f"{v['num_ids']} identities of `{summary['train_set']}`'s train split held out of the "
+            f"sweep's training (`sweep.validation`: fraction {v['fraction']}, seed {v['seed']}), "
+            f"{v['num_query']} queries against {v['num_gallery']} gallery images (one query per "
+            "camera and identity, each with a cross-camera match"
+            + (f"; {v['dropped_queries']} candidates without one stayed in the gallery"
+               if v.get("dropped_queries") else "")
+            + f"). Trials trained on the other {v['num_train_ids']} identities "
+            f"({v['num_train_images']} images); the best configuration was selected on "
+            "validation mAP. Its test numbers come from training it in the main pipeline (below).")
+
+
 def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float],
                     figures: Sequence[Path], out_dir: Path, top: int = 5) -> str:
     """The text of ``reports/sweep.md``."""
@@ -213,8 +242,10 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
     lines = [
         f"# Sweep `{summary['name']}`: the Fig. 6 knobs with Ray Tune, Optuna TPE and ASHA",
         "",
+        split_sentence(summary),
+        "",
         f"Profile `{summary['profile']}`, base variant `{summary['base_variant']}` trained on "
-        f"`{summary['train_set']}` and scored by mAP on its query/gallery split after each "
+        f"`{summary['train_set']}` and scored by {split_label(summary)} mAP after each "
         f"evaluated epoch; {s['trials']} sampled configurations, at most {summary['max_epochs']} "
         f"epochs each, ASHA grace period {summary['grace_period']} and reduction factor "
         f"{summary['reduction_factor']}. Wall time {summary['duration_s']:.0f} s on "
@@ -222,7 +253,7 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
         "",
         "## What ASHA saved",
         "",
-        "| | trial-epochs | best mAP (%) |",
+        f"| | trial-epochs | best {split_label(summary)} mAP (%) |",
         "|---|---:|---:|",
         f"| ASHA (this sweep) | {s['spent']} | {s['best_mAP']:.2f} |",
         f"| every configuration to the end | {s['full']} | not run |",
@@ -247,9 +278,14 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
                   "from the Ray results (conditional knobs only count the trials where they exist)."]
     else:
         lines += ["Not enough scored trials to estimate importances."]
-    lines += ["", f"## Best {top} trials", "", _best_table(summary, top), "",
+    lines += ["", f"## Best {top} trials ({split_label(summary)} scores)", "",
+              _best_table(summary, top), "",
               f"The best trial that ran to the end is written to `{summary['best_params_file']}` "
-              "(next to this report) as a `params.yaml` variant; train it as a DVC experiment with:", "", "```bash", summary["dvc_command"], "```", ""]
+              "(next to this report) as a `params.yaml` variant. Train it on all training "
+              "identities and report it on the test split with the main pipeline, as a DVC "
+              "experiment:", "", "```bash", summary["dvc_command"], "```", "",
+              "or paste the variant into `params.yaml`, add it to an experiments group's "
+              "`variants` and run `dvc repro`.", ""]
     return "\n".join(lines)
 
 

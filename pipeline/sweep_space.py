@@ -27,7 +27,8 @@ from ddrn.config import (
 from ddrn.errors import ConfigError
 
 METRIC = "mAP"
-"""What the sweep maximises: mAP (percent) on the training set's query/gallery split."""
+"""What the sweep maximises: mAP (percent) on the validation identities' query/gallery
+(held-out training identities, :mod:`ddrn.data.validation`; never the test split)."""
 
 CONDITIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "k": ("margin_head", ("subcenter", "hs_arcface")),
@@ -150,14 +151,19 @@ def sweep_fingerprint(config: ProjectConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def best_params_document(config: ProjectConfig, knobs: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``params.yaml``-shaped ``variants:`` entry for the best knobs, on top of the base variant."""
+def best_params_document(config: ProjectConfig, knobs: Mapping[str, Any],
+                         note: str | None = None) -> dict[str, Any]:
+    """A ``params.yaml``-shaped ``variants:`` entry for the best knobs, on top of the base variant.
+
+    ``note`` (e.g. the validation score it was chosen on) ends the variant's description.
+    """
     sweep = config.sweep
     base = config.variants[sweep.base_variant]
     model = {**base.model, **{k: v for k, v in knobs.items() if k in _MODEL_FIELDS}}
     loss = {**base.loss, **{k: v for k, v in knobs.items() if k in _LOSS_FIELDS}}
     entry: dict[str, Any] = {"description": f"best of sweep {sweep.name!r} "
-                             f"({sweep.base_variant} + sampled Fig. 6 knobs)"}
+                             f"({sweep.base_variant} + sampled Fig. 6 knobs)"
+                             + (f", {note}" if note else "")}
     if model:
         entry["model"] = model
     if loss:

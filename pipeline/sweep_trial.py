@@ -1,11 +1,17 @@
 """One sweep trial, as Ray Tune runs it in a worker: train a sampled configuration, report mAP.
 
-The trial builds the model, loss and loader of the sampled :class:`~ddrn.config.ExperimentSpec`
-and trains it with :func:`ddrn.engine.fit`; an engine callback (:class:`EpochReporter`) scores mAP
-on the training set's query/gallery after every ``sweep.eval_every`` epochs and reports it to Tune
-with the engine's checkpoint. Tune keeps the last checkpoint in the sweep's storage, so a trial
-restarted after its worker died (``FailureConfig``) or by ``Tuner.restore`` continues from it, on
-whichever node it lands. MLflow logging goes through :class:`pipeline.tracking.TrialTracker`.
+The sweep selects on held-out *training* identities, never on the test split: the driver draws
+the :class:`~ddrn.data.ValidationSplit` of ``sweep.train_set``'s train split once
+(:func:`validation_split`, ``sweep.validation``) and ships it to every trial. A trial trains the
+sampled :class:`~ddrn.config.ExperimentSpec` with :func:`ddrn.engine.fit` on the remaining
+identities only (the classifier sized for them, :func:`prepare_trial`); an engine callback
+(:class:`EpochReporter`) scores mAP on the validation query/gallery after every
+``sweep.eval_every`` epochs, through the evaluate stage's own :func:`pipeline.experiment.evaluate_split`,
+and reports it to Tune with the engine's checkpoint. Tune keeps the last checkpoint in the sweep's
+storage, so a trial restarted after its worker died (``FailureConfig``) or by ``Tuner.restore``
+continues from it, on whichever node it lands. The project's own errors (:class:`~ddrn.errors.DDRNError`)
+end the trial once with their message instead of being retried. MLflow logging goes through
+:class:`pipeline.tracking.TrialTracker`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -20,9 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import ProjectConfig
+from ddrn.config import ExperimentSpec, ProjectConfig
+from ddrn.data import PackedSplit, ValidationSplit, open_packed, select_rows, split_validation
+from ddrn.errors import ConfigError, DDRNError
+from pipeline import rundir
+from pipeline.experiment import TrainingSetup, evaluate_split, prepare_training
 from pipeline.sweep_space import METRIC, apply_knobs
 from pipeline.tracking import TrackingTarget, TrialTracker, log_metrics
+from pipeline.tune import USER_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +51,72 @@ class TrialContext:
     config: ProjectConfig
     data_root: str
     runs_root: str | None
+    validation: ValidationSplit
     tracking: TrackingTarget | None = None
 
 
-class EpochReporter:
-    """Engine callback: scores mAP on the training set's query/gallery and reports it to Tune.
+def validation_split(config: ProjectConfig, data_root: str | Path) -> ValidationSplit:
+    """The sweep's held-out identities of ``<data_root>/<sweep.train_set>``'s train split.
 
-    Reports ``epoch`` (ASHA's time attribute), ``mAP``/``R1``/``mINP`` (percent), the engine's
-    epoch metrics under ``train/``, where the trial ran (``node_id``, ``hostname``, ``pid``) and the
-    engine checkpoint; the scores also go to the trial's MLflow run.
+    Drawn by the driver before Ray starts (a bad ``sweep.validation`` fails there, in one line)
+    and shipped to every trial, so all trials train and score on the same identities.
+
+    Raises:
+        ConfigError: ``sweep.validation.fraction`` leaves too few validation or training ids.
+    """
+    sweep = config.sweep
+    train = open_packed(Path(data_root) / sweep.train_set).splits["train"]
+    spec = apply_knobs(config, {}, "validation")
+    try:
+        return split_validation(train.pids, train.camids, sweep.validation.fraction,
+                                sweep.validation.seed,
+                                min_train_ids=spec.train.batch_size // spec.train.num_instances,
+                                key=f"profiles.{config.profile}.sweep.validation")
+    except ConfigError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialData:
+    """A trial's training setup (train identities only) and its validation query/gallery."""
+
+    setup: TrainingSetup
+    query: PackedSplit
+    gallery: PackedSplit
+
+
+def prepare_trial(config: ProjectConfig, spec: ExperimentSpec, data_root: str | Path,
+                  split: ValidationSplit) -> TrialData:
+    """Model, criterion and loader on ``split``'s training identities, plus its query/gallery.
+
+    Only the train split of ``<data_root>/<train_set>`` is read; its query/gallery (the test
+    split) is not.
+    """
+    setup = prepare_training(config, spec, data_root, train_rows=split.train)
+    train = setup.packed.splits["train"]
+    return TrialData(setup, select_rows(train, split.query), select_rows(train, split.gallery))
+
+
+class EpochReporter:
+    """Engine callback: scores mAP on the validation query/gallery and reports it to Tune.
+
+    Reports ``epoch`` (ASHA's time attribute), ``mAP``/``R1``/``mINP`` (percent, validation
+    identities), the engine's epoch metrics under ``train/``, where the trial ran (``node_id``,
+    ``hostname``, ``pid``) and the engine checkpoint; the scores also go to the trial's MLflow run
+    as ``<train_set>/val.<metric>`` (never under a test set's name).
     """
 
-    def __init__(self, model: Any, packed: Any, config: ProjectConfig, device: Any,
-                 extra: Mapping[str, Any], tracker: TrialTracker | None = None) -> None:
+    def __init__(self, model: Any, query: PackedSplit, gallery: PackedSplit,
+                 config: ProjectConfig, device: Any, extra: Mapping[str, Any],
+                 tracker: TrialTracker | None = None, scratch: Path | None = None) -> None:
         self.model = model
-        self.packed = packed
+        self.query = query
+        self.gallery = gallery
         self.config = config
         self.device = device
         self.extra = dict(extra)
         self.tracker = tracker
+        self.scratch = scratch
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         from ray import tune
@@ -66,18 +125,20 @@ class EpochReporter:
         max_epochs = sweep.max_epochs or self.config.train.epochs
         if epoch % sweep.eval_every and epoch != max_epochs:
             return
-        scores = score_model(self.model, self.packed, self.config, self.device)
+        scores = score_model(self.model, self.query, self.gallery, self.config, self.device)
         if self.tracker is not None and self.tracker.run_id is not None:
-            # Named like the train/evaluate runs' metrics (`<test_set>.mAP`), so one column holds both.
             log_metrics(self.tracker.target.uri, self.tracker.run_id,
-                        {f"{sweep.train_set}.{k}": round(float(v), 2) for k, v in scores.items()},
-                        step=epoch)
+                        {f"{sweep.train_set}/val.{k}": round(float(v), 2)
+                         for k, v in scores.items()}, step=epoch)
         report = {**{f"train/{k}": float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float))}, **scores, "epoch": epoch, **self.extra}
         if checkpoint is None or not checkpoint.is_file():
             tune.report(report)
             return
-        with tempfile.TemporaryDirectory(prefix="ddrn-sweep-ckpt-") as tmp:
+        # Under the trial's run dir (not /tmp): removed here, and with the run dir if killed.
+        scratch = self.scratch or checkpoint.parent
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=scratch) as tmp:
             # Tune copies this folder into its storage: the engine checkpoint plus its epoch.
             _link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
             (Path(tmp) / "tune_epoch.json").write_text(
@@ -85,18 +146,14 @@ class EpochReporter:
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def score_model(model: Any, packed: Any, config: ProjectConfig, device: Any) -> dict[str, float]:
-    """mAP, R1 and mINP (percent) of ``model`` on ``packed``'s query/gallery split."""
-    from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance
+def score_model(model: Any, query: PackedSplit, gallery: PackedSplit, config: ProjectConfig,
+                device: Any) -> dict[str, float]:
+    """mAP, R1 and mINP (percent) of ``model`` on a query/gallery pair.
 
-    ev = config.evaluation
-    qs, gs = packed.splits["query"], packed.splits["gallery"]
-    # extract_features puts the model in eval mode and restores its mode afterwards.
-    q = extract_features(model, qs, config.input, ev.batch_size, device, normalize=ev.feat_norm)
-    g = extract_features(model, gs, config.input, ev.batch_size, device, normalize=ev.feat_norm)
-    distmat = pairwise_distance(q, g)  # (Q, G)
-    res = evaluate_rank(distmat, qs.pids, gs.pids, qs.camids, gs.camids,
-                        max_rank=min(ev.max_rank, len(gs))).as_percentages()
+    The evaluate stage's path (:func:`pipeline.experiment.evaluate_split`): the same features,
+    distance, re-ranking setting and junk rule as the test numbers.
+    """
+    res = evaluate_split(model, config, query, gallery, device)["metrics"]
     return {METRIC: res["mAP"], "R1": res["R1"], "mINP": res["mINP"]}
 
 
@@ -104,33 +161,48 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     """The Ray Tune trainable: train one sampled configuration, reporting mAP per epoch.
 
     A trial restarted after its worker died (``FailureConfig``) or by ``Tuner.restore`` gets
-    Tune's last checkpoint back and the engine resumes from it.
+    Tune's last checkpoint back and the engine resumes from it. The project's own errors
+    (:class:`~ddrn.errors.DDRNError`: bad knobs, bad data, a non-finite loss) are deterministic,
+    so, as in the train stage (:func:`pipeline.tune._trainable`), they end the trial once with
+    the message in its last result (``user_error``) instead of being retried by Ray.
     """
+    from ray import tune
+
+    try:
+        _run_trial(knobs, ctx)
+    except DDRNError as exc:
+        log.error("sweep trial %s: %s", tune.get_context().get_trial_id(), exc)
+        # The searcher and ASHA require their metric in every result: NaN = no score.
+        tune.report({USER_ERROR: str(exc), METRIC: math.nan})
+
+
+def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     import socket
 
     import ray
     from ray import tune
 
     from ddrn.engine import fit
-    from pipeline.experiment import prepare_training
 
     trial_id = tune.get_context().get_trial_id()
     config = ctx.config
     spec = apply_knobs(config, knobs, name=f"sweep-{config.sweep.name}-{trial_id}")
-    scratch = Path(ctx.runs_root) if ctx.runs_root else Path(tempfile.gettempdir()) / "ddrn-sweep"
+    local = ctx.runs_root is None
+    scratch = Path(ctx.runs_root) if not local else Path(tempfile.gettempdir()) / "ddrn-sweep"
     run_dir = scratch / trial_id
     resumed_from = _restore_checkpoint(tune.get_checkpoint(), run_dir / "checkpoints")
-    setup = prepare_training(config, spec, ctx.data_root)
-    packed, device, model = setup.packed, setup.device, setup.model
+    data = prepare_trial(config, spec, ctx.data_root, ctx.validation)
+    setup = data.setup
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
     tracker = TrialTracker(ctx.tracking, spec, config.input) if ctx.tracking else None
-    reporter = EpochReporter(model, packed, config, device, where, tracker)
+    reporter = EpochReporter(setup.model, data.query, data.gallery, config, setup.device, where,
+                             tracker, scratch=run_dir)
     ok = False
     try:
         if tracker is not None:
             tracker.start()
-        fit(model, setup.criterion, setup.loader, spec.train, run_dir, device,
+        fit(setup.model, setup.criterion, setup.loader, spec.train, run_dir, setup.device,
             callbacks=tuple(c for c in (tracker, reporter) if c is not None),
             resume=resumed_from > 0, seed=spec.seed)
         ok = True
@@ -140,6 +212,9 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     finally:
         if tracker is not None:
             tracker.finish(run_dir, ok=ok)
+        if local:
+            # Node-local scratch: Tune's storage holds the checkpoints; a retry restores from it.
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _restore_checkpoint(checkpoint: Any, ckpt_dir: Path) -> int:

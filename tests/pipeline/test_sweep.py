@@ -50,9 +50,18 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     finished = [t for t in trials if t["epochs"] == 2] or trials  # best = best that ran to the end
     assert outcome.best["mAP"] == max(t["mAP"] for t in finished)
 
-    # The best configuration is a params.yaml variant that validates, plus a dvc command.
+    # Selection on held-out training identities, recorded with the split that drew them.
+    val = summary["validation"]
+    assert summary["selection"] == "validation"
+    assert (val["seed"], val["fraction"], val["num_ids"], val["num_train_ids"]) == (0, 0.25, 2, 6)
+    assert len(val["val_ids"]) == 2 and val["num_query"] >= 2 and val["num_gallery"] >= 2
+
+    # The best configuration is a params.yaml variant that validates, plus a dvc command; the
+    # file says which validation score chose it, the split, and how to get its test numbers.
     text = outcome.best_params_path.read_text()
     assert "dvc exp run -S '++variants.ddrn." in text and outcome.dvc_command in text
+    assert f"validation mAP {outcome.best['mAP']} %" in text and "the test split was not read" in text
+    assert "fraction 0.25, seed 0" in text and "dvc repro" in text
     raw = yaml.safe_load(params.read_text())
     raw["variants"].update(yaml.safe_load(text)["variants"])
     params.write_text(yaml.safe_dump(raw))
@@ -60,6 +69,9 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     assert spec.loss.margin_head == outcome.best["knobs"]["margin_head"]
 
     md = outcome.report_path.read_text()
+    assert "Every number here is on the validation split, never the test split" in md
+    assert ("2 identities of `occluded_duke`'s train split held out" in md
+            and f"{val['num_query']} queries against {val['num_gallery']} gallery images" in md)
     assert "## What ASHA saved" in md and (out / "figures" / "sweep_fig6.png").is_file()
     assert f"| every configuration to the end | {4 * 2} |" in md
 
@@ -72,9 +84,10 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     assert len(mine) == 4
     assert {c.data.tags["experiment"] for c in mine} == {
         f"sweep-tiny-{t['trial_id']}" for t in trials}
-    # named like the train/evaluate runs' metrics: <test set>.mAP, rounded for display
-    key = f"{config.sweep.train_set}.mAP"
-    assert all(key in c.data.metrics and "mAP" not in c.data.metrics for c in mine)
+    # validation scores, never under a test set's metric name (<test_set>.mAP), rounded for display
+    key = f"{config.sweep.train_set}/val.mAP"
+    assert all(key in c.data.metrics and "mAP" not in c.data.metrics
+               and f"{config.sweep.train_set}.mAP" not in c.data.metrics for c in mine)
     assert all(round(c.data.metrics[key], 2) == c.data.metrics[key] for c in mine)
     assert parent[0].data.metrics["best_mAP"] == pytest.approx(outcome.best["mAP"])
 

@@ -89,3 +89,24 @@ def test_cli_reports_a_missing_summary_in_one_line(tmp_path: Path, capsys) -> No
     assert err.startswith(f"error: {tmp_path / 'sweep_trials.json'}: sweep results not found")
     with pytest.raises(DataError):
         write_report(tmp_path / "nope.json", tmp_path)
+
+
+def test_the_report_names_the_split_every_number_comes_from(tmp_path: Path) -> None:
+    summary = _summary()
+    summary.update(selection="validation", validation={
+        "seed": 7, "fraction": 0.2, "num_train_ids": 96, "num_train_images": 800, "num_ids": 24,
+        "num_query": 70, "num_gallery": 130, "dropped_queries": 3, "val_ids": list(range(24))})
+    (tmp_path / "sweep_trials.json").write_text(json.dumps(summary))
+    md = write_report(tmp_path / "sweep_trials.json", tmp_path).read_text()
+    assert "Every number here is on the validation split, never the test split" in md
+    assert "24 identities of `occluded_duke`'s train split held out" in md
+    assert "fraction 0.2, seed 7" in md and "70 queries against 130 gallery images" in md
+    assert "Trials trained on the other 96 identities" in md
+    assert "| | trial-epochs | best validation (24 ids) mAP (%) |" in md
+
+
+def test_a_sweep_that_scored_on_the_test_split_says_so(tmp_path: Path) -> None:
+    (tmp_path / "sweep_trials.json").write_text(json.dumps(_summary()))  # no "validation" record
+    md = write_report(tmp_path / "sweep_trials.json", tmp_path).read_text()
+    assert "measured on `occluded_duke`'s test query/gallery" in md
+    assert "the selection saw the test set" in md and "never the test split" not in md
