@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ddrn.code_digest import training_code_digest
 from ddrn.errors import ConfigError
 
 DATASET_NAMES = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "partial_reid")
@@ -572,13 +573,15 @@ class ProjectConfig:
 
         :meth:`ExperimentSpec.fingerprint` (model, loss, train, input, seed) plus the training
         set's :class:`DatasetConfig`, so regenerating the synthetic training data with other sizes
-        also retrains (the weights depend on the images, not only on the recipe). This is the
+        also retrains (the weights depend on the images, not only on the recipe), and the digest
+        of the training code (:mod:`ddrn.code_digest`), so a code change retrains too. This is the
         fingerprint the pipeline writes into ``runs/<exp>/done.json``, the metrics files and the
         MLflow tags.
         """
         dataset = self.cfg.datasets.get(spec.train_set)
         payload = {"spec": spec.fingerprint(self.cfg.input),
-                   "train_set": dataclasses.asdict(dataset) if dataset is not None else None}
+                   "train_set": dataclasses.asdict(dataset) if dataset is not None else None,
+                   "code": training_code_digest()}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

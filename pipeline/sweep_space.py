@@ -147,7 +147,7 @@ def sweep_fingerprint(config: ProjectConfig) -> str:
     # Budgets and concurrency may change between an interruption and --resume; the trials may not.
     payload = {"sweep": dataclasses.asdict(dataclasses.replace(
                    sweep, num_samples=0, time_budget_s=None, max_concurrent_trials=1)),
-               "spec": spec.fingerprint(config.input)}
+               "experiment": config.fingerprint(spec)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -195,7 +195,8 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     setup = data.setup
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
-    tracker = TrialTracker(ctx.tracking, spec, config.input) if ctx.tracking else None
+    tracker = (TrialTracker(ctx.tracking, spec, config.input, config.fingerprint(spec))
+               if ctx.tracking else None)
     reporter = EpochReporter(setup.model, data.query, data.gallery, config, setup.device, where,
                              tracker, scratch=run_dir)
     ok = False

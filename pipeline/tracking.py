@@ -155,17 +155,13 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
-def spec_params(spec: ExperimentSpec, input_cfg: InputConfig,
-                fingerprint: str | None = None) -> dict[str, str]:
-    """Params of one trial run: the flattened spec (model, loss, train) and input sections.
-
-    ``fingerprint`` defaults to ``spec.fingerprint(input_cfg)``; the train stage passes
-    ``config.fingerprint(spec)`` (which also covers the training set's config).
-    """
+def spec_params(spec: ExperimentSpec, input_cfg: InputConfig, fingerprint: str) -> dict[str, str]:
+    """Params of one trial run: the flattened spec (model, loss, train) and input sections, and
+    the experiment's fingerprint (``config.fingerprint(spec)``)."""
     params = {
         "experiment": spec.name, "group": spec.group, "train_set": spec.train_set,
         "test_sets": ",".join(spec.test_sets), "variant": spec.variant, "seed": str(spec.seed),
-        "fingerprint": fingerprint or spec.fingerprint(input_cfg),
+        "fingerprint": fingerprint,
     }
     params.update(flatten("model", spec.model))
     params.update(flatten("loss", spec.loss))
@@ -328,15 +324,15 @@ class TrialTracker:
         target: where to log (the stage run's :meth:`StageRun.target`).
         spec: the experiment.
         input_cfg: the profile's input section (params).
-        fingerprint: the run's fingerprint tag; default ``spec.fingerprint(input_cfg)``. The train
-            stage passes ``config.fingerprint(spec)``, the value :func:`log_evaluation` looks for.
+        fingerprint: ``config.fingerprint(spec)``, the run's tag that :func:`log_evaluation` and
+            the model logging look for (the one fingerprint an experiment has).
     """
 
     def __init__(self, target: TrackingTarget, spec: ExperimentSpec, input_cfg: InputConfig,
-                 fingerprint: str | None = None) -> None:
+                 fingerprint: str) -> None:
         self.target = target
         self.spec = spec
-        self.fingerprint = fingerprint or spec.fingerprint(input_cfg)
+        self.fingerprint = fingerprint
         self._params = spec_params(spec, input_cfg, self.fingerprint)
         self.run_id: str | None = None
         self._logged_epochs: set[int] = set()
