@@ -79,6 +79,13 @@ def run_state(run_dir: Path, fingerprint: str) -> RunState:
     return "stale"
 
 
+def clear_scratch(run_dir: Path) -> None:
+    """Remove the Tune scratch folders a killed attempt left in ``run_dir`` (one killed while
+    reporting its finished run leaves one beside a complete ``done.json``)."""
+    for scratch in run_dir.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def prepare(run_dir: Path, spec: ExperimentSpec, fingerprint: str) -> RunState:
     """Clear a stale run dir, (re)write ``spec.json`` and return the state found.
 
@@ -87,8 +94,7 @@ def prepare(run_dir: Path, spec: ExperimentSpec, fingerprint: str) -> RunState:
         spec: the experiment.
         fingerprint: ``config.fingerprint(spec)``.
     """
-    for scratch in run_dir.glob(f"{SCRATCH_PREFIX}*"):
-        shutil.rmtree(scratch, ignore_errors=True)
+    clear_scratch(run_dir)
     state = run_state(run_dir, fingerprint)
     if state in ("stale", "corrupt"):
         shutil.rmtree(run_dir)

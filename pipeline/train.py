@@ -38,6 +38,7 @@ def plan(config: ProjectConfig, specs: Sequence[ExperimentSpec],
         run_dir = runs_dir / spec.name
         state = rundir.run_state(run_dir, config.fingerprint(spec))
         if state == "done":
+            rundir.clear_scratch(run_dir)
             done.append(spec)
             continue
         if state == "stale":

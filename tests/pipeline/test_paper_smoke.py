@@ -118,7 +118,8 @@ def test_paper_profile_full_size_on_cpu(tmp_path: Path) -> None:
         print(f"  {name:36s} step {h['epoch_seconds'] / ITERS:7.1f} s   "
               f"peak RSS {h['peak_rss_mb'] / 1024:5.2f} GB   loss {h['loss']:.3f}")
     # the 242-token grid: the model in the repo loads the written ViT-B/16 weights and resamples
-    state = torch.load(path / "runs" / names[0] / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(path / "runs" / names[0] / "model.pt", map_location="cpu",
+                       weights_only=True)["model"]  # {format, model, provenance}
     pos = next(v for k, v in state.items() if k.endswith("pos_embed"))
     assert tuple(pos.shape) == (1, 1 + 22 * 11, 768)
     report = (path / "reports" / "results.md").read_text()
