@@ -17,7 +17,7 @@ import pandas as pd
 from ddrn.config import ProjectConfig
 from ddrn.evaluation.uncertainty import Interval
 from pipeline.published import TABLE2, TABLE2_DATASET, as_float
-from pipeline.report_stats import ReportStats, fmt_difference, grid_size
+from pipeline.report_stats import ReportStats, fmt_difference
 from pipeline.report_tables import ablation_variants, baseline_variant, cell_rows
 
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "cannot decide"
@@ -33,7 +33,7 @@ def verdict(ci: Interval | None, direction: int) -> str:
 def _line(claim: str, ci: Interval | None, direction: int, paper: str = "",
           note: str = "") -> str:
     v = verdict(ci, direction) if not note else UNDECIDED
-    measured = (f"measured {fmt_difference(ci)} ({grid_size(ci)} seeds × queries)"
+    measured = (f"measured {fmt_difference(ci)} on {ci.seeds} seed(s) × {ci.queries} queries"
                 if ci is not None else "not measured")
     parts = [p for p in (paper, measured, note) if p]
     return f"- {claim}: **{v}** ({'; '.join(parts)})"
@@ -68,7 +68,7 @@ def table2_claims(config: ProjectConfig, df: pd.DataFrame, stats: ReportStats) -
                 word = "above" if direction > 0 else "below" if direction < 0 else "equal to"
                 lines.append(_line(
                     f"Table 2 row {index} (`{a}`) {word} row {ref} (`{b}`) in {name}", ci,
-                    direction, paper=f"paper {pa - pb:+.1f} ({pa:g} vs {pb:g})"))
+                    direction, paper=f"paper {pa - pb:+.1f} ({pa:.1f} vs {pb:.1f})"))
     return lines
 
 
