@@ -147,6 +147,6 @@ def claims_section(config: ProjectConfig, df: pd.DataFrame, stats: ReportStats,
              "on the other side, **cannot decide** = it contains 0 (or the rows differ in more "
              "than the claim is about).", "", "### Table 2: the order of the components",
              *(table2_claims(config, df, stats) or ["- not measured"]), "",
-             "### Occlusion gap", *(gap_claims(config, df, stats) or ["- no twins measured"]), "",
+             "### Occlusion gap", *(gap_claims(config, df, stats) or ["- no per-query results of twin queries"]), "",
              "### HS-ArcFace vs Sub-center", *head_claims(config, df, stats), *extra]
     return "\n".join(lines)

@@ -55,9 +55,13 @@ def _per_query(arrays: dict[str, np.ndarray], split: str) -> dict[str, tuple[np.
 
 def _twin_to_query(arrays: dict[str, np.ndarray],
                    twin: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Twin results re-indexed by the occluded query of the same file name."""
-    q_paths = {str(p): i for i, p in enumerate(arrays["query_paths"])}
-    t_paths = np.asarray(arrays["twin_paths"]).astype(str)
+    """Twin results re-indexed by the occluded query of the same file name (the twin lives in
+    another folder: ``query_twin/<name>`` pairs with ``query/<name>``)."""
+    def name(path: object) -> str:
+        return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+    q_paths = {name(p): i for i, p in enumerate(arrays["query_paths"])}
+    t_paths = [name(p) for p in arrays["twin_paths"]]
     out = {}
     for metric, (index, values) in twin.items():
         q_index = np.array([q_paths.get(t_paths[i], -1) for i in index], dtype=np.int64)

@@ -32,12 +32,12 @@ def _write(root: Path, name: str, spec, hits: np.ndarray, ap: np.ndarray,
     index = np.arange(Q)
     first = np.where(hits > 0, 0, 3)
     twin_first = np.where(twin_hits > 0, 0, 3)
-    paths = np.array([f"q{i}.jpg" for i in index])
+    paths = np.array([f"raw/query/q{i}.jpg" for i in index])
     (root / "eval" / name).mkdir(parents=True)
     np.savez(root / "eval" / name / "occluded_duke.npz", query_scored=index, query_first_hit=first,
              query_ap=ap, query_inp=ap / 2, query_paths=paths,
              twin_scored=index, twin_first_hit=twin_first, twin_ap=ap, twin_inp=ap / 2,
-             twin_paths=paths)
+             twin_paths=np.char.replace(paths, "/query/", "/query_twin/"))
     res = {"R1": 100 * hits.mean(), "mAP": 100 * ap.mean(), "mINP": 50 * ap.mean()}
     twin = {"R1": 100 * twin_hits.mean(), "mAP": 100 * ap.mean(), "mINP": 50 * ap.mean()}
     return {"experiment": name, "variant": spec.variant, "seed": spec.seed,
