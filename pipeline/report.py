@@ -27,8 +27,11 @@ import numpy as np
 
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
+from ddrn.errors import DDRNError
+from pipeline import report_claims as claims
 from pipeline import report_figures as figs
 from pipeline import report_mechanism
+from pipeline import report_stats as rstats
 from pipeline import report_tables as tables
 from pipeline import report_views as views
 from pipeline.cli import base_parser, load_params, run_stage
@@ -186,6 +189,24 @@ def describe_data(config: ProjectConfig) -> list[str]:
         else:
             digest = f", sha256 {ds.sha256[:12]}…" if ds.sha256 else ""
             lines.append(f"`{name}`: {ds.source}{digest}")
+    return lines
+
+
+def describe_test_sets(packed_root: Path, test_sets: Sequence[str]) -> list[str]:
+    """One line per test set: its queries (and twins) and gallery images, from the packed data."""
+    from ddrn.data import open_packed
+
+    lines = []
+    for name in test_sets:
+        try:
+            splits = open_packed(packed_root / name).splits
+        except (OSError, ValueError, KeyError, DDRNError):
+            lines.append(f"`{name}`: not packed here")
+            continue
+        twins = len(splits["query_twin"]) if "query_twin" in splits else 0
+        lines.append(f"`{name}`: {len(splits['query']):,} queries"
+                     + (f" ({twins:,} with an unoccluded twin)" if twins else "")
+                     + f", {len(splits['gallery']):,} gallery images")
     return lines
 
 
@@ -376,11 +397,14 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
     docs = tables.load_metrics(paths.metrics, [s.name for s in specs])
     partial_note = check_metrics_provenance(config, specs, docs, paths.metrics)
     df = tables.results_frame(docs)
-    t1 = tables.table1_measured(config, df)
-    t1_minp = tables.table1_measured(config, df, metrics=("mINP",))
+    log.info("report: bootstrap intervals from the per-query results")
+    stats = rstats.load_stats(paths.eval, specs, docs, seed=config.seed)
+    t1 = tables.table1_measured(config, df, stats=stats)
+    t1_minp = tables.table1_measured(config, df, metrics=("mINP",), stats=stats)
+    t1_vs = tables.table1_versus(config, df, stats)
     t1_pub = tables.table1_published()
-    t2 = tables.table2(config, df, TABLE2_DATASET)
-    gap = tables.occlusion_gap(config, df)
+    t2 = tables.table2(config, df, TABLE2_DATASET, stats)
+    gap = tables.occlusion_gap(config, df, stats)
     # test sets in params.yaml's order (the ablation set first), variants in profile order
     test_order = list(dict.fromkeys(t for g in config.experiments.values() for t in g.test_sets))
     if not gap.empty:
@@ -407,18 +431,27 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
               if synthetic else
               "> Measured rows come from this pipeline's runs on the datasets listed above; "
               "published rows are the paper's.")
+    cells = ("Cells are mean [95% interval] (see *Uncertainty* above); cells without per-query "
+             "results (older eval files) are mean ± std over seeds." if stats.grids else
+             "Cells are mean ± std over seeds (the eval files hold no per-query results, so no "
+             "intervals; run the evaluate stage again).")
+    baseline = tables.baseline_variant(config)
     table1_md = "\n\n".join([
         "## Table 1: comparison with other methods (R@1 / mAP, %)",
         "O-REID and P-REID are evaluated with the Market-trained models (the standard protocol). "
-        "Cells are mean ± std over seeds.",
+        + cells,
         "### Measured (this pipeline)", tables.to_markdown(t1),
         "### Measured mINP (%; the paper does not report mINP)", tables.to_markdown(t1_minp),
+        f"### Paired comparison with the baseline (`{baseline}`; points)",
+        "Each row minus the baseline on the same seeds and queries. " + rstats.LEGEND + ".",
+        tables.to_markdown(t1_vs),
         "### Published (the paper's Table 1, transcribed exactly; not measured here)",
         tables.to_markdown(t1_pub)])
     table2_md = "\n\n".join([
         f"## Table 2: ablation on `{TABLE2_DATASET}` (R@1 / mAP, %)",
         "Component marks are read from each variant's resolved settings; *paper* columns are the "
-        "published numbers, *measured* columns this pipeline's (mean ± std over seeds).",
+        "published numbers, *measured* columns this pipeline's. " + cells + " Δ columns: the row "
+        "minus row 0 on the same seeds and queries (points); " + rstats.LEGEND + ".",
         tables.to_markdown(t2)])
     gap_md = "\n\n".join([
         "## Occlusion gap",
@@ -426,7 +459,13 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         "query (same gallery, same model): how much occlusion costs each method.",
         "*R1 kept* is R1 occluded as a share of R1 twin: a small gap can come from a low twin R1, "
         "so read the gap together with the absolute R1 and the share kept.",
-        tables.to_markdown(gap, drop=tables.GAP_HELPER_COLUMNS)])
+        *(["With per-query results, every cell is computed on the occluded queries that have a "
+           "twin, paired query by query (mean [95% interval]); *R1 gap vs baseline* is this "
+           "method's per-query gap minus the baseline's (negative: occlusion costs it less). "
+           + rstats.LEGEND + "."] if "seeds × queries" in gap.columns else []),
+        tables.to_markdown(gap, drop=(*tables.GAP_HELPER_COLUMNS,
+                                      *(("seeds",) if "seeds × queries" in gap.columns else ())))])
+    claims_md = claims.claims_section(config, df, stats) if stats.grids else ""
 
     write_run_facts(paths, specs, time.perf_counter() - t0)
     header = "\n".join([
@@ -435,10 +474,11 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
         "| | |", "|---|---|",
         f"| profile | `{config.profile}` ({len(specs)} experiments: training set × variant × seed) |",
         f"| data | {'<br>'.join(describe_data(config))} |",
+        f"| test sets | {'<br>'.join(describe_test_sets(paths.packed, test_order))} |",
         f"| code | `{code_version(root)}` (last commit changing {', '.join(CODE_PATHS)}) |",
         f"| run facts | wall times, throughput and date of the latest run: "
         f"`{paths.timings.name}/pipeline.md` (not committed: they differ on every run) |",
-        "", caveat, *partial_note])
+        "", caveat, *partial_note, *(["", rstats.METHOD_TEXT] if stats.grids else [])])
     figure_md = "\n\n".join([
         "## Figures",
         "### Fig. 1: retrievals, baseline vs DDRN", fig1_caption,
@@ -453,8 +493,9 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
 
     paths.out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("results.md", "\n\n".join([header, table1_md, table2_md, gap_md,
-                                                            mechanism_md, figure_md])),
+    for name, text in (("results.md", "\n\n".join(p for p in [header, claims_md, table1_md,
+                                                                  table2_md, gap_md, mechanism_md,
+                                                                  figure_md] if p)),
                        ("table1.md", f"{header}\n\n{table1_md}"),
                        ("table2.md", f"{header}\n\n{table2_md}")):
         (paths.out / name).write_text(text.rstrip() + "\n")

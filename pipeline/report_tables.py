@@ -1,7 +1,8 @@
 """The report's tables: measured results (``metrics/*.json``) in the paper's layouts, as pandas.
 
-Measured cells are ``mean ± std`` over seeds (sample std; a single seed shows the value alone).
-Published numbers come from :mod:`pipeline.published` and are rendered in their own tables, so
+Measured cells are ``mean [95% interval]`` when the eval files hold per-query results (a
+:class:`pipeline.report_stats.ReportStats` is passed), else ``mean ± std`` over seeds (sample std;
+a single seed shows the value alone). Published numbers come from :mod:`pipeline.published` and are rendered in their own tables, so
 measured and published rows are never mixed.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 from ddrn.config import ProjectConfig
 from ddrn.errors import DataError
 from pipeline.published import TABLE1, TABLE1_COLUMNS, TABLE1_DATASETS, TABLE2
+from pipeline.report_stats import ReportStats, fmt_difference, fmt_interval
 
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 TRANSFER_TRAIN_SET = "market1501"
@@ -88,7 +90,7 @@ def variant_label(config: ProjectConfig, variant: str) -> str:
     return f"{label} (`{variant}`)" if label else f"`{variant}`"
 
 
-def _cell_rows(df: pd.DataFrame, variant: str, test_set: str, twin: bool = False) -> pd.DataFrame:
+def cell_rows(df: pd.DataFrame, variant: str, test_set: str, twin: bool = False) -> pd.DataFrame:
     rows = df[(df.variant == variant) & (df.test_set == test_set) & (df.twin == twin)]
     if rows.empty:
         return rows
@@ -97,6 +99,20 @@ def _cell_rows(df: pd.DataFrame, variant: str, test_set: str, twin: bool = False
         return same
     transfer = rows[rows.train_set == TRANSFER_TRAIN_SET]
     return transfer if not transfer.empty else rows[rows.train_set == sorted(rows.train_set)[0]]
+
+
+def _measured(cell: pd.DataFrame, metric: str, stats: ReportStats | None, variant: str,
+              key: str) -> str:
+    """A measured cell: the interval when ``stats`` has the per-query grid, else mean ± std."""
+    if len(cell) == 0:
+        return "-"
+    ci = stats.cell(variant, cell.train_set.iloc[0], key, metric) if stats is not None else None
+    return fmt_interval(ci) if ci is not None else fmt(list(cell[metric]))
+
+
+def baseline_variant(config: ProjectConfig) -> str | None:
+    """The row every other row is compared with: Table 2's index 0 (the ViT baseline)."""
+    return ablation_variants(config).get(0)
 
 
 def table1_variants(config: ProjectConfig, df: pd.DataFrame) -> list[str]:
@@ -108,23 +124,51 @@ def table1_variants(config: ProjectConfig, df: pd.DataFrame) -> list[str]:
 
 
 def table1_measured(config: ProjectConfig, df: pd.DataFrame,
-                    metrics: tuple[str, ...] = ("R1", "mAP")) -> pd.DataFrame:
+                    metrics: tuple[str, ...] = ("R1", "mAP"),
+                    stats: ReportStats | None = None) -> pd.DataFrame:
     """Table 1's layout with measured cells: one row per variant, ``<column> <metric>`` columns."""
     rows = []
     for variant in table1_variants(config, df):
         row: dict[str, Any] = {"Method": variant_label(config, variant)}
         seeds: dict[str, int] = {}
         for column in TABLE1_COLUMNS:
-            cell = _cell_rows(df, variant, TABLE1_DATASETS[column])
+            cell = cell_rows(df, variant, TABLE1_DATASETS[column])
             if len(cell):
                 seeds[column] = cell.seed.nunique()
             for m in metrics:
-                row[f"{column} {'R@1' if m == 'R1' else m}"] = fmt(list(cell[m])) if len(cell) else "-"
+                row[f"{column} {'R@1' if m == 'R1' else m}"] = _measured(
+                    cell, m, stats, variant, TABLE1_DATASETS[column])
         # Seeds per cell: one number when every measured cell has as many, else per column
         # (the ablation set has 3 seeds where the transfer sets have 1).
         row["seeds"] = (str(next(iter(seeds.values()))) if len(set(seeds.values())) == 1 else
                         ", ".join(f"{c} {n}" for c, n in seeds.items()) if seeds else "0")
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table1_versus(config: ProjectConfig, df: pd.DataFrame, stats: ReportStats) -> pd.DataFrame:
+    """Every Table 1 row against the baseline, per test set: paired differences (points) with
+    their intervals, on the seeds and queries both rows have (``seeds × queries``)."""
+    base = baseline_variant(config)
+    rows = []
+    for variant in table1_variants(config, df):
+        if variant == base:
+            continue
+        for column in TABLE1_COLUMNS:
+            test_set = TABLE1_DATASETS[column]
+            cell = cell_rows(df, variant, test_set)
+            if not len(cell) or base is None:
+                continue
+            train_set = cell.train_set.iloc[0]
+            diffs = {m: stats.versus((variant, train_set, test_set), (base, train_set, test_set), m)
+                     for m in ("R1", "mAP", "mINP")}
+            if all(ci is None for ci in diffs.values()):
+                continue
+            size = next(ci for ci in diffs.values() if ci is not None)
+            rows.append({"Method": variant_label(config, variant), "Test set": column,
+                         "ΔR@1": fmt_difference(diffs["R1"]), "ΔmAP": fmt_difference(diffs["mAP"]),
+                         "ΔmINP": fmt_difference(diffs["mINP"]),
+                         "seeds × queries": f"{size.seeds} × {size.queries}"})
     return pd.DataFrame(rows)
 
 
@@ -147,9 +191,15 @@ def ablation_variants(config: ProjectConfig) -> dict[int, str]:
             if c.table2_index is not None}
 
 
-def table2(config: ProjectConfig, df: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Table 2's columns; the component marks come from each variant's resolved settings."""
+def table2(config: ProjectConfig, df: pd.DataFrame, dataset: str,
+           stats: ReportStats | None = None) -> pd.DataFrame:
+    """Table 2's columns; the component marks come from each variant's resolved settings.
+
+    With ``stats``, cells carry their intervals and each row its paired difference from the
+    baseline row (index 0) on the same seeds and queries (``ΔR@1 vs 0``, ``ΔmAP vs 0``).
+    """
     by_index = ablation_variants(config)
+    base = by_index.get(0)
     published = {r.index: r for r in TABLE2}
     rows = []
     for index in sorted(set(by_index) | set(published)):
@@ -164,9 +214,15 @@ def table2(config: ProjectConfig, df: pd.DataFrame, dataset: str) -> pd.DataFram
             marks = (p.embedding_space, p.orthogonal_loss, p.hs_arcface)
         for name, on in zip(("Embedding Space", "Orthogonal Loss", "HS-ArcFace"), marks, strict=True):
             row[name] = "✓" if on else "×"
-        cell = _cell_rows(df, variant, dataset) if variant else df.iloc[0:0]
-        row["R@1 (measured)"] = fmt(list(cell.R1)) if len(cell) else "-"
-        row["mAP (measured)"] = fmt(list(cell.mAP)) if len(cell) else "-"
+        cell = cell_rows(df, variant, dataset) if variant else df.iloc[0:0]
+        row["R@1 (measured)"] = _measured(cell, "R1", stats, variant or "", dataset)
+        row["mAP (measured)"] = _measured(cell, "mAP", stats, variant or "", dataset)
+        if stats is not None:
+            for m, name in (("R1", "ΔR@1 vs 0"), ("mAP", "ΔmAP vs 0")):
+                ci = (stats.versus((variant, cell.train_set.iloc[0], dataset),
+                                   (base, cell.train_set.iloc[0], dataset), m)
+                      if len(cell) and base and variant != base else None)
+                row[name] = ("baseline" if variant == base and len(cell) else fmt_difference(ci))
         row["seeds"] = len(set(cell.seed))
         row["R@1 (paper)"] = published[index].r1 if index in published else "-"
         row["mAP (paper)"] = published[index].mAP if index in published else "-"
@@ -174,9 +230,17 @@ def table2(config: ProjectConfig, df: pd.DataFrame, dataset: str) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def occlusion_gap(config: ProjectConfig, df: pd.DataFrame) -> pd.DataFrame:
+def occlusion_gap(config: ProjectConfig, df: pd.DataFrame,
+                  stats: ReportStats | None = None) -> pd.DataFrame:
     """Per variant and occluded test set: R1 with the unoccluded twin queries minus R1 with the
-    occluded ones (paired by experiment), mean ± std over seeds; and the same for mAP."""
+    occluded ones (paired by experiment), mean ± std over seeds; and the same for mAP.
+
+    With ``stats`` (per-query results), the displayed cells are instead computed on the occluded
+    queries that have a twin, paired query by query, with intervals; ``gap vs baseline`` is the
+    paired difference of the per-query R1 gaps from the baseline's (negative: occlusion costs
+    this method less). The helper columns the figure reads stay the per-experiment means.
+    """
+    base = baseline_variant(config)
     rows = []
     twins = df[df.twin]
     for (variant, test_set), tw in twins.groupby(["variant", "test_set"], sort=False):
@@ -195,6 +259,18 @@ def occlusion_gap(config: ProjectConfig, df: pd.DataFrame) -> pd.DataFrame:
                      "occ": mean_std(list(paired.R1_occ))[:2],
                      "twin": mean_std(list(paired.R1_twin))[:2],
                      "kept": mean_std(kept)[0], "seeds": len(paired)})
+        train_set = paired.train_set_occ.iloc[0]
+        if stats is not None and stats.gap(variant, train_set, test_set, "R1") is not None:
+            r1_gap = stats.gap(variant, train_set, test_set, "R1")
+            rows[-1].update({
+                "R1 occluded": fmt_interval(stats.on_twins(variant, train_set, test_set, "R1", False)),
+                "R1 twin": fmt_interval(stats.on_twins(variant, train_set, test_set, "R1", True)),
+                "R1 gap": fmt_difference(r1_gap),
+                "R1 kept (%)": fmt_interval(stats.kept(variant, train_set, test_set)),
+                "mAP gap": fmt_difference(stats.gap(variant, train_set, test_set, "mAP")),
+                "R1 gap vs baseline": ("baseline" if variant == base else fmt_difference(
+                    stats.gap_versus(variant, base, train_set, test_set, "R1")) if base else "-"),
+                "seeds × queries": f"{r1_gap.seeds} × {r1_gap.queries}"})
     return pd.DataFrame(rows)
 
 
@@ -218,5 +294,5 @@ def to_markdown(df: pd.DataFrame, drop: Sequence[str] = ()) -> str:
     if df.empty:
         return "_(no measured results)_"
     # disable_numparse: keep "50.0" as printed (tabulate would reformat it to "50")
-    return df.drop(columns=[c for c in drop if c in df.columns]).to_markdown(
+    return df.drop(columns=[c for c in drop if c in df.columns]).fillna("-").to_markdown(
         index=False, disable_numparse=True)

@@ -77,6 +77,9 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
                   num_threads: int | None = None) -> RankResult:
     """Market-protocol CMC, mAP and mINP of a query-gallery distance matrix.
 
+    The means over queries of :func:`evaluate_rank_per_query` (so the aggregate and the
+    per-query numbers agree by construction).
+
     Args:
         distmat: (Q, G) distances, smaller = more similar; numpy or torch (a CUDA tensor is
             copied to the host once).
@@ -89,6 +92,54 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
 
     Returns:
         The metrics; identical to a stable-argsort implementation of the protocol.
+
+    Raises:
+        DataError: if no query has a positive in the gallery, or a distance is NaN.
+    """
+    return evaluate_rank_per_query(distmat, q_pids, g_pids, q_camids, g_camids, block_size,
+                                   num_threads).summary(max_rank)
+
+
+@dataclass(frozen=True)
+class QueryMetrics:
+    """Per-query retrieval results of the scored queries (those with a positive), by query index.
+
+    R1 = ``hits(1).mean()``, mAP = ``ap.mean()``, mINP = ``inp.mean()``: the aggregate metrics
+    are plain means of these vectors, which is what makes a bootstrap over queries meaningful.
+
+    Attributes:
+        index: (V,) int64 ascending indices into the query split of the scored queries; the
+            same queries against the same gallery give the same index for every model, which is
+            how queries are paired across models.
+        first_hit: (V,) int64 0-based kept rank of each query's first positive.
+        ap: (V,) float64 average precision in [0, 1].
+        inp: (V,) float64 inverse negative penalty in [0, 1].
+    """
+
+    index: np.ndarray
+    first_hit: np.ndarray
+    ap: np.ndarray
+    inp: np.ndarray
+
+    def hits(self, k: int = 1) -> np.ndarray:
+        """(V,) float64 1.0 where a positive is within the first ``k`` kept items (CMC@k)."""
+        return (self.first_hit < k).astype(np.float64)
+
+    def summary(self, max_rank: int = 50) -> RankResult:
+        """The aggregate :class:`RankResult` (means over the scored queries)."""
+        hist = np.bincount(np.minimum(self.first_hit, max_rank), minlength=max_rank + 1)
+        cmc = np.cumsum(hist[:max_rank]).astype(np.float64) / self.index.size
+        return RankResult(cmc=cmc, mAP=float(self.ap.mean()), mINP=float(self.inp.mean()),
+                          num_valid=int(self.index.size))
+
+
+def evaluate_rank_per_query(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
+                            q_camids: ArrayLike, g_camids: ArrayLike, block_size: int = 32,
+                            num_threads: int | None = None) -> QueryMetrics:
+    """Market-protocol first-hit rank, AP and INP of every scored query.
+
+    Same arguments as :func:`evaluate_rank` (less ``max_rank``); queries without a positive in
+    the gallery are left out (they are not in the metrics' denominator either).
 
     Raises:
         DataError: if no query has a positive in the gallery, or a distance is NaN.
@@ -114,34 +165,30 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
         raise DataError(f"evaluate_rank: none of the {num_q} queries has a match in the gallery "
                         "from another camera; expected at least one")
     # Group queries with similar positive counts so a block does few wasted passes.
-    valid = valid[np.argsort(n_pos[valid], kind="stable")]
+    order = valid[np.argsort(n_pos[valid], kind="stable")]
 
-    def block_metrics(start: int) -> tuple[np.ndarray, float, float]:
-        rows = valid[start:start + block_size]
+    def block_metrics(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = order[start:start + block_size]
         rank, n = _positive_ranks(dist, rows, same_pid, qc, gc)
         j = np.arange(rank.shape[1])
         real = j[None, :] < n[:, None]
         precision = np.where(real, (j + 1.0) / (rank + 1.0), 0.0)        # (B, P) at each hit
-        ap = float((precision.sum(1) / n).sum())
-        inp = float((n / (rank[np.arange(rows.size), n - 1] + 1.0)).sum())
-        return np.bincount(np.minimum(rank[:, 0], max_rank), minlength=max_rank + 1), ap, inp
+        inp = n / (rank[np.arange(rows.size), n - 1] + 1.0)
+        return rank[:, 0], precision.sum(1) / n, inp
 
-    # numpy releases the GIL inside its loops, so blocks run in parallel on threads; map() keeps
-    # the block order, so the float sums below are deterministic.
+    # numpy releases the GIL inside its loops, so blocks run in parallel on threads.
     workers = num_threads or torch.get_num_threads()
-    starts = range(0, valid.size, block_size)
+    starts = range(0, order.size, block_size)
     if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(block_metrics, starts))
     else:
         results = [block_metrics(s) for s in starts]
-    first_hist = np.sum([r[0] for r in results], axis=0)
-    ap_sum = sum(r[1] for r in results)
-    inp_sum = sum(r[2] for r in results)
-    # CMC@k counts the queries whose first positive is at 0-based kept rank < k.
-    cmc = np.cumsum(first_hist[:max_rank]).astype(np.float64) / valid.size
-    return RankResult(cmc=cmc, mAP=ap_sum / valid.size, mINP=inp_sum / valid.size,
-                      num_valid=int(valid.size))
+    # Back from the blocks' order to ascending query index (``valid`` is ascending).
+    back = np.argsort(order, kind="stable")
+    first, ap, inp = (np.concatenate([r[i] for r in results])[back] for i in range(3))
+    return QueryMetrics(index=valid.astype(np.int64), first_hit=first.astype(np.int64),
+                        ap=ap.astype(np.float64), inp=inp.astype(np.float64))
 
 
 def _same_pid_index(qp: np.ndarray, gp: np.ndarray, qc: np.ndarray,

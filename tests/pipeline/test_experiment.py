@@ -97,6 +97,22 @@ def test_evaluate_stage_writes_metrics(project: tuple[ProjectConfig, Path], tmp_
                                    tmp_path / "metrics", root / "packed", track=False)
     written = json.loads((tmp_path / "metrics" / f"{spec.name}.json").read_text())
     assert written == json.loads(json.dumps(docs[0]))
+    # The same numbers as evaluate_experiment, and per-query results that average to them.
+    plain = evaluate_experiment(config, spec, root / "runs" / spec.name, tmp_path / "plain",
+                                root / "packed")
+    assert plain["results"].keys() == docs[0]["results"].keys()
+    for key, res in plain["results"].items():
+        assert res == pytest.approx(docs[0]["results"][key])
+    with np.load(tmp_path / "eval" / spec.name / "occluded_duke.npz") as npz:
+        for split, key in (("query", "occluded_duke"), ("twin", "occluded_duke/twin")):
+            res = docs[0]["results"][key]
+            scored = npz[f"{split}_scored"]
+            assert len(scored) == res["num_query"] and np.all(np.diff(scored) > 0)
+            assert scored.max() < len(npz[f"{split}_pids"])
+            assert 100 * (npz[f"{split}_first_hit"] == 0).mean() == pytest.approx(res["R1"])
+            assert 100 * (npz[f"{split}_first_hit"] < 5).mean() == pytest.approx(res["R5"])
+            assert 100 * npz[f"{split}_ap"].mean() == pytest.approx(res["mAP"])
+            assert 100 * npz[f"{split}_inp"].mean() == pytest.approx(res["mINP"])
 
 
 def test_evaluate_checkpoint_reads_own_state_dicts(project: tuple[ProjectConfig, Path],

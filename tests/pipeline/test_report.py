@@ -4,6 +4,7 @@ eval feature files and a real packed synthetic dataset."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,50 @@ def test_report_refuses_weights_of_another_experiment(project) -> None:
     a, b = config.experiments_list()[:2]
     with pytest.raises(CheckpointError, match=f"belongs to experiment '{a.name}'"):
         report.load_codebook(paths.runs / a.name, b.name, config.fingerprint(b))
+
+
+def test_report_with_per_query_results_has_intervals_marks_claims_and_sizes(
+        project, tmp_path: Path) -> None:
+    """The same project with per-query results in the eval files (as the evaluate stage writes
+    them) and metrics that are their means: intervals, Δ columns, the claims section."""
+    import dataclasses
+
+    import torch
+
+    from ddrn.evaluation import evaluate_rank_per_query, pairwise_distance
+    from pipeline.eval_files import query_arrays
+
+    config, paths, _ = project
+    new = dataclasses.replace(paths, metrics=tmp_path / "metrics", eval=tmp_path / "eval",
+                              out=tmp_path / "reports", timings=tmp_path / "timings")
+    for spec in config.experiments_list():
+        doc = json.loads((paths.metrics / f"{spec.name}.json").read_text())
+        with np.load(paths.eval / spec.name / "occluded_duke.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        dist = pairwise_distance(*(torch.from_numpy(arrays[f"{s}_features"]).float()
+                                   for s in ("query", "gallery")))
+        per = evaluate_rank_per_query(dist, arrays["query_pids"], arrays["gallery_pids"],
+                                      arrays["query_camids"], arrays["gallery_camids"])
+        arrays.update(query_arrays("query", per), query_paths=np.array(
+            [f"{i}.jpg" for i in range(len(arrays["query_pids"]))]))
+        doc["results"] = {k: v for k, v in doc["results"].items() if not k.startswith("occluded")}
+        if "occluded_duke" in spec.test_sets:
+            doc["results"]["occluded_duke"] = per.summary().as_percentages()
+        (new.eval / spec.name).mkdir(parents=True)
+        np.savez(new.eval / spec.name / "occluded_duke.npz", **arrays)
+        new.metrics.mkdir(exist_ok=True)
+        (new.metrics / f"{spec.name}.json").write_text(json.dumps(doc))
+    report.build(config, new, paths.out.parent)
+    text = (new.out / "results.md").read_text()
+    assert "| test sets | `occluded_duke`: " in text and "gallery images" in text
+    assert "`market1501`: not packed here" in text
+    assert "two-way bootstrap over the seeds *and* the queries" in text
+    assert "## What the numbers support" in text
+    assert "Table 2 row 4 (`ddrn`) above row 0 (`vit_baseline`) in R@1: **" in text
+    t2 = text.split("## Table 2: ablation")[1].split("## Occlusion gap")[0]
+    assert "ΔR@1 vs 0" in t2 and "▲ / ▼" in t2
+    assert re.search(r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] +\|", t2)
+    assert "### Paired comparison with the baseline (`vit_baseline`; points)" in text
+    # market1501 has no eval file here: its cells fall back to mean ± std, no interval.
+    t1 = text.split("### Measured (this pipeline)")[1].split("### Measured mINP")[0]
+    assert "[" in t1

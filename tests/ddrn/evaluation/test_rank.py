@@ -108,3 +108,44 @@ def test_as_percentages_schema() -> None:
     assert set(pct) == {"R1", "R5", "R10", "mAP", "mINP", "num_query"}
     assert pct["R1"] == 0.0 and pct["R5"] == 100.0 and pct["R10"] == 100.0
     assert pct["mAP"] == pytest.approx(50.0)
+
+
+def _reference_per_query(dist: np.ndarray, qp: np.ndarray, gp: np.ndarray, qc: np.ndarray,
+                         gc: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    """Scored query indices, first-hit kept ranks and APs by one stable argsort per query."""
+    index, first, aps = [], [], []
+    for i in range(dist.shape[0]):
+        order = np.argsort(dist[i], kind="stable")
+        keep = ~((gp[order] == qp[i]) & (gc[order] == qc[i]))
+        raw = gp[order][keep] == qp[i]
+        if raw.any():
+            positions = np.flatnonzero(raw)
+            index.append(i)
+            first.append(int(positions[0]))
+            aps.append(float(np.mean(np.arange(1, raw.sum() + 1) / (positions + 1.0))))
+    return index, first, aps
+
+
+def test_per_query_vectors_match_the_reference_and_average_to_the_aggregate() -> None:
+    from ddrn.evaluation.rank import evaluate_rank_per_query
+
+    rng = np.random.default_rng(2)
+    for trial in range(30):
+        q, g = int(rng.integers(2, 30)), int(rng.integers(5, 80))
+        dist = rng.integers(-3, 5, (q, g)).astype(np.float32) if trial % 2 else \
+            rng.standard_normal((q, g)).astype(np.float32)
+        qp, gp = rng.integers(0, 5, q), rng.integers(0, 5, g)
+        qc, gc = rng.integers(0, 3, q), rng.integers(0, 3, g)
+        index, first, aps = _reference_per_query(dist, qp, gp, qc, gc)
+        if not index:
+            continue
+        per = evaluate_rank_per_query(dist, qp, gp, qc, gc, block_size=int(rng.integers(1, 6)),
+                                      num_threads=1 + trial % 2)
+        assert per.index.tolist() == index and per.first_hit.tolist() == first
+        np.testing.assert_allclose(per.ap, aps, atol=1e-12)
+        agg = evaluate_rank(dist, qp, gp, qc, gc, max_rank=10)
+        ref = evaluate_rank_reference(dist, qp, gp, qc, gc, max_rank=10)
+        assert per.hits(1).mean() == pytest.approx(agg.cmc[0]) == pytest.approx(ref.cmc[0])
+        assert per.hits(5).mean() == pytest.approx(ref.cmc[4])
+        assert per.ap.mean() == pytest.approx(agg.mAP) == pytest.approx(ref.mAP, abs=1e-12)
+        assert per.inp.mean() == pytest.approx(agg.mINP) == pytest.approx(ref.mINP, abs=1e-12)
