@@ -2,7 +2,7 @@
 
 ``python -m pipeline.evaluate [--experiment NAME]`` evaluates one experiment (repeatable) or every
 experiment of the profile: ``eval/<exp>/<test_set>.npz`` (features, rankings and per-query
-results for the report; :mod:`pipeline.eval_files`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
+results for the report; per query: :func:`pipeline.experiment.evaluate_experiment`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
 logs the metrics into the experiment's MLflow training run when tracking is on (plus an
 ``evaluate`` parent run per invocation holding the metrics files as artifacts).
 """
@@ -20,8 +20,7 @@ from typing import Any
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline.cli import base_parser, load_params, run_stage
-from pipeline.eval_files import evaluate_with_queries
-from pipeline.experiment import PACKED_ROOT
+from pipeline.experiment import PACKED_ROOT, evaluate_experiment
 from pipeline.preflight import check_experiments
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,8 @@ def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: P
     check_experiments(config, specs, packed_root, train=False, test=True)
     docs = []
     for spec in specs:
-        doc = evaluate_with_queries(config, spec, runs_dir / spec.name, eval_dir / spec.name,
-                                    packed_root, allow_partial)
+        doc = evaluate_experiment(config, spec, runs_dir / spec.name, eval_dir / spec.name,
+                                  packed_root, allow_partial)
         write_metrics(metrics_dir / f"{spec.name}.json", doc)
         docs.append(doc)
         if track:

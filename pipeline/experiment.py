@@ -37,7 +37,13 @@ from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.engine.provenance import check_provenance, load_weights, provenance, save_weights
 from ddrn.engine.trainer import EpochCallback
 from ddrn.errors import CheckpointError
-from ddrn.evaluation import evaluate_rank, extract_features, pairwise_distance, re_ranking
+from ddrn.evaluation import (
+    QueryMetrics,
+    evaluate_rank_per_query,
+    extract_features,
+    pairwise_distance,
+    re_ranking,
+)
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
 from pipeline.devices import resolve_device
@@ -150,7 +156,11 @@ def load_trained_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Pat
 def evaluate_split(model: nn.Module, config: ProjectConfig, query: PackedSplit,
                    gallery: PackedSplit, device: torch.device,
                    gallery_features: torch.Tensor | None = None) -> dict[str, Any]:
-    """Features, metrics and top-k rankings of one query split against a gallery."""
+    """Features, per-query results, metrics and top-k rankings of one query split against a gallery.
+
+    ``per_query`` (:class:`~ddrn.evaluation.QueryMetrics`) holds each scored query's first hit,
+    AP and INP; ``metrics`` is its summary, so the aggregate and the per-query numbers agree.
+    """
     ev = config.evaluation
     qf = extract_features(model, query, config.input, ev.batch_size, device, ev.feat_norm)
     gf = gallery_features if gallery_features is not None else extract_features(
@@ -159,12 +169,24 @@ def evaluate_split(model: nn.Module, config: ProjectConfig, query: PackedSplit,
     if ev.rerank:
         dist = torch.from_numpy(re_ranking(dist, pairwise_distance(qf, qf), pairwise_distance(gf, gf),
                                            ev.rerank_k1, ev.rerank_k2, ev.rerank_lambda))
-    res = evaluate_rank(dist, query.pids, gallery.pids, query.camids, gallery.camids,
-                        max_rank=ev.max_rank)
+    per_query = evaluate_rank_per_query(dist, query.pids, gallery.pids, query.camids, gallery.camids)
     k = min(TOPK, dist.shape[1])
     topk = torch.topk(dist, k, dim=1, largest=False, sorted=True)
-    return {"metrics": res.as_percentages(), "query_features": qf, "gallery_features": gf,
+    return {"metrics": per_query.summary(ev.max_rank).as_percentages(), "per_query": per_query,
+            "query_features": qf, "gallery_features": gf,
             "topk": topk.indices.to(torch.int32), "topk_distances": topk.values}
+
+
+QUERY_KEYS = ("scored", "first_hit", "ap", "inp")
+"""Per-query arrays of a split in the eval file: ``<split>_<key>`` for split ``query``/``twin``."""
+
+
+def query_arrays(prefix: str, per_query: QueryMetrics) -> dict[str, np.ndarray]:
+    """``<prefix>_{scored, first_hit, ap, inp}``: the per-query results of one split."""
+    return {f"{prefix}_scored": per_query.index.astype(np.int64),
+            f"{prefix}_first_hit": per_query.first_hit.astype(np.int64),
+            f"{prefix}_ap": per_query.ap.astype(np.float64),
+            f"{prefix}_inp": per_query.inp.astype(np.float64)}
 
 
 def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
@@ -173,7 +195,8 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
     """Evaluate a trained experiment on each of its test sets.
 
     Writes ``<eval_dir>/<test_set>.npz`` per test set (float16 features, top-10 ranked gallery
-    indices, pids, camids, occluded flags; ``twin_*`` arrays too when the set has twins) and
+    indices, pids, camids, occluded flags, the per-query results :data:`QUERY_KEYS`; ``twin_*``
+    arrays too when the set has twins), ``<eval_dir>/mechanism.json`` for Embedding Space models, and
     returns the ``metrics/<exp>.json`` document. Weights of an unfinished run are refused unless
     ``allow_partial``; then the document says ``"partial": true`` and the epochs trained.
     """
@@ -188,6 +211,7 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
         results[test_set] = out["metrics"]
         arrays = {**_split_arrays("query", query, out["query_features"]),
                   **_split_arrays("gallery", gallery, out["gallery_features"]),
+                  **query_arrays("query", out["per_query"]),
                   "topk": out["topk"].numpy(), "topk_distances": out["topk_distances"].numpy()}
         twin = packed.splits.get("query_twin")
         if twin is not None and len(twin):
@@ -196,6 +220,7 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
                                            "R1_gap": tw["metrics"]["R1"] - out["metrics"]["R1"],
                                            "mAP_gap": tw["metrics"]["mAP"] - out["metrics"]["mAP"]}
             arrays.update(_split_arrays("twin", twin, tw["query_features"]))
+            arrays.update(query_arrays("twin", tw["per_query"]))
             arrays["twin_topk"] = tw["topk"].numpy()
         eval_dir.mkdir(parents=True, exist_ok=True)
         _save_npz(eval_dir / f"{test_set}.npz", arrays)

@@ -283,7 +283,7 @@ def test_report_with_per_query_results_has_intervals_marks_claims_and_sizes(
     import torch
 
     from ddrn.evaluation import evaluate_rank_per_query, pairwise_distance
-    from pipeline.eval_files import query_arrays
+    from pipeline.experiment import query_arrays
 
     config, paths, _ = project
     new = dataclasses.replace(paths, metrics=tmp_path / "metrics", eval=tmp_path / "eval",
