@@ -19,6 +19,7 @@ import numpy as np
 
 from ddrn.config import ExperimentSpec
 from ddrn.errors import DataError
+from ddrn.evaluation import QueryMetrics
 from ddrn.evaluation.uncertainty import (
     Interval,
     QueryScores,
@@ -27,6 +28,7 @@ from ddrn.evaluation.uncertainty import (
     paired_scores,
     ratio_interval,
 )
+from pipeline.experiment import QUERY_KEYS
 
 METRICS: dict[str, str] = {"R1": "hit@1", "mAP": "AP", "mINP": "INP"}
 """Metric -> the per-query quantity it is the mean of."""
@@ -46,11 +48,10 @@ def _per_query(arrays: dict[str, np.ndarray], split: str) -> dict[str, tuple[np.
     """``{metric: (query index, values)}`` of one split of an eval file, None without them."""
     if f"{split}_scored" not in arrays:
         return None
-    index = np.asarray(arrays[f"{split}_scored"], dtype=np.int64)
-    first = np.asarray(arrays[f"{split}_first_hit"])
-    return {"R1": (index, (first == 0).astype(np.float64)),
-            "mAP": (index, np.asarray(arrays[f"{split}_ap"], dtype=np.float64)),
-            "mINP": (index, np.asarray(arrays[f"{split}_inp"], dtype=np.float64))}
+    # The arrays experiment.query_arrays wrote, in QueryMetrics' field order.
+    per = QueryMetrics(*(np.asarray(arrays[f"{split}_{key}"]) for key in QUERY_KEYS))
+    return {"R1": (per.index, per.hits(1)), "mAP": (per.index, per.ap.astype(np.float64)),
+            "mINP": (per.index, per.inp.astype(np.float64))}
 
 
 def _twin_to_query(arrays: dict[str, np.ndarray],
