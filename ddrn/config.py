@@ -20,6 +20,7 @@ starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -481,6 +482,32 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """How the profile's ViT backbone gets its starting weights (the ``pretrain`` stage).
+
+    The paper fine-tunes an ImageNet ViT-B/16: ``model.pretrained`` names timm's file and
+    ``corpus`` stays null (the stage then only checks that the file is there). A profile that
+    cannot use ImageNet weights (the demo's tiny ViT has no published checkpoint) sets ``corpus``:
+    the stage generates that synthetic corpus (its own seed, identities disjoint from every
+    re-ID set, no occluders), trains the profile's ViT on it with identity classification and
+    triplet loss (the ``train`` overrides applied to the profile's ``train``), and writes the
+    backbone to ``output`` as a timm state dict, the format ``model.pretrained`` reads.
+    """
+
+    corpus: SyntheticConfig | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    output: str = "data/pretrained/vit_backbone.pth"
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.corpus is not None:
+            self.corpus.validate(f"{key}.corpus")
+            _require(self.output.endswith((".pth", ".pt")), f"{key}.output",
+                     "a .pth file path", self.output)
+        _check_overrides(TrainConfig, self.train, f"{key}.train")
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     """Everything one profile configures; each section defaults to the paper's recipe."""
 
@@ -496,6 +523,7 @@ class ProfileConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 @dataclass(frozen=True)
@@ -578,12 +606,31 @@ class ProjectConfig:
         fingerprint the pipeline writes into ``runs/<exp>/done.json``, the metrics files and the
         MLflow tags.
         """
-        dataset = self.cfg.datasets.get(spec.train_set)
+        dataset = (self.cfg.pretrain.corpus if spec.train_set == PRETRAIN_SET
+                   else self.cfg.datasets.get(spec.train_set))
         payload = {"spec": spec.fingerprint(self.cfg.input),
                    "train_set": dataclasses.asdict(dataset) if dataset is not None else None,
                    "code": training_code_digest()}
+        if spec.model.arch == "vit" and spec.model.pretrained is not None:
+            # The path alone would keep a run trained from an older pretrain output "up to date".
+            payload["pretrained"] = weights_file_digest(spec.model.pretrained)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def pretrain_spec(self) -> ExperimentSpec:
+        """The ``pretrain`` stage's run: the profile's ViT without any DDRN part (no Embedding
+        Space, global feature, no JPM/SIE, from random weights), ID + triplet loss, the profile's
+        ``train`` with ``pretrain.train`` applied, on the corpus ``pretrain.corpus``."""
+        pre = self.cfg.pretrain
+        model = dataclasses.replace(self.cfg.model, arch="vit", pretrained=None,
+                                    embedding_space=False, id_feature="global", jpm=False,
+                                    sie=False)
+        loss = dataclasses.replace(self.cfg.loss, margin_head="none", orthogonal_weight=0.0)
+        train = _with_overrides(self.cfg.train, pre.train, f"profiles.{self.profile}.pretrain.train",
+                                self.source)
+        return ExperimentSpec(name=f"{PRETRAIN_SET}-s{pre.seed}", group="pretrain",
+                              train_set=PRETRAIN_SET, test_sets=(), variant="pretrain",
+                              seed=pre.seed, model=model, loss=loss, train=train)
 
     def resolve(self, train_set: str, variant: str, seed: int, group: str = "",
                 test_sets: tuple[str, ...] = ()) -> ExperimentSpec:
@@ -600,6 +647,30 @@ class ProjectConfig:
             test_sets=tuple(test_sets) or (train_set,), variant=variant, seed=seed,
             model=model, loss=loss, train=train,
         )
+
+
+PRETRAIN_SET = "pretrain_corpus"
+"""The name the pretraining corpus goes by (its packed folder, its run's name)."""
+
+
+def weights_file_digest(path: str | Path) -> str | None:
+    """16 hex digits of a weight file's bytes (None when it is not there yet: the preflight
+    reports that), cached per (path, size, mtime) because ViT-B/16's file is 330 MB."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -668,7 +739,7 @@ def _validate_profile(config: ProjectConfig, source: str) -> None:
                               f"of: {', '.join(DATASET_NAMES)}")
         check(ds, f"{prefix}.datasets.{ds_name}")
     for section in ("input", "model", "loss", "train", "evaluation", "ray", "tracking", "report",
-                    "sweep"):
+                    "sweep", "pretrain"):
         check(getattr(config.cfg, section), f"{prefix}.{section}")
     for vname, variant in config.variants.items():
         check(variant, f"variants.{vname}")

@@ -87,6 +87,9 @@ def variant_label(config: ProjectConfig, variant: str) -> str:
         if model.arch != "vit":
             depth = model.cnn_backbone.removeprefix("resnet")
             label = f"{label or variant}, ResNet-{depth}"
+            if model.resnet_pretrained is None and config.model.pretrained is not None:
+                # The ViT rows fine-tune from a pretrained backbone; this one does not.
+                label += ", random init"
     return f"{label} (`{variant}`)" if label else f"`{variant}`"
 
 

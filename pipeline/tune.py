@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -75,31 +76,63 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[dict[str, float]]:
 
     ``RAY_ADDRESS`` set: connect to that cluster (no resources may be passed then). Otherwise a
     private local instance (``address="local"``: never the last cluster ``ray start`` left on this
-    machine) with ``ray_cfg.num_cpus`` CPUs, no dashboard and a small object store. A Ray already
-    initialised by the caller (e.g. a test fixture) is reused and left running.
+    machine) with ``ray_cfg.num_cpus`` CPUs, no dashboard and a small object store, listening on
+    loopback only. A Ray already initialised by the caller (e.g. a test fixture) is reused and
+    left running.
     """
+    address = os.environ.get("RAY_ADDRESS")
+    reuse = _ray_already_running()
+    private = not reuse and not address
+    previous = os.environ.get(_SINGLE_MACHINE_ENV)
+    if private:
+        # Ray's single-machine mode (its default on macOS and Windows) makes the node IP loopback,
+        # so the GCS, raylet, agents and workers listen on 127.0.0.1 rather than on every
+        # interface; all it forbids is another node joining, which a private instance never
+        # allows anyway. The processes Ray starts read the switch from the environment.
+        os.environ[_SINGLE_MACHINE_ENV] = "0"
     import ray
+    from ray._private import ray_constants
+
+    saved_switch = ray_constants.ENABLE_RAY_CLUSTER
+    if private:
+        # This process read the switch when it first imported Ray, which a caller may have done
+        # before this session (`from ray import tune`): set it for the session too, so the node
+        # IP the driver hands to the processes it starts is loopback as well.
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
     # Short trials that checkpoint every epoch trip Tune's "snapshotting may become a bottleneck"
     # warning dozens of times per run; it is harmless here and buries the progress lines.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            log.info("Ray: connecting to the cluster at %s", address)
-            ray.init(address=address, log_to_driver=False)
-        else:
-            num_cpus = ray_cfg.num_cpus or os.cpu_count() or 1
-            log.info("Ray: starting a local instance with %d CPUs", num_cpus)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     object_store_memory=ray_cfg.object_store_mb * 2**20, log_to_driver=False)
-        started = True
+    if address and not reuse:
+        log.info("Ray: connecting to the cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+    elif private:
+        num_cpus = ray_cfg.num_cpus or os.cpu_count() or 1
+        log.info("Ray: starting a local instance with %d CPUs on loopback", num_cpus)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1",
+                 object_store_memory=ray_cfg.object_store_mb * 2**20, log_to_driver=False)
     try:
         yield {k: float(v) for k, v in ray.cluster_resources().items()}
     finally:
-        if started:
+        if not reuse:
             ray.shutdown()
+        if private:
+            # Later `ray start` calls from this process (tests) must still be able to cluster.
+            ray_constants.ENABLE_RAY_CLUSTER = saved_switch
+            if previous is None:
+                os.environ.pop(_SINGLE_MACHINE_ENV, None)
+            else:
+                os.environ[_SINGLE_MACHINE_ENV] = previous
+
+
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray_already_running() -> bool:
+    """Whether the caller (e.g. a test fixture) already runs Ray in this process."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def trial_resources(ray_cfg: RayConfig, cluster: dict[str, float]) -> dict[str, float]:
