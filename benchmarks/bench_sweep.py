@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep = config.sweep
         t0 = time.perf_counter()
         asha = run_sweep(config, work, data_root=work / "packed", out_dir=work / "asha",
-                         storage_path=str(work / "ray"))
+                         storage_path=str(work / "ray"), fig6=False)
         t_asha = time.perf_counter() - t0
         summary = yaml.safe_load((work / "asha" / "sweep_trials.json").read_text())
         configs = [t["knobs"] for t in summary["trials"]]
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 num_samples=len(configs)))))
         t0 = time.perf_counter()
         full = run_sweep(full_cfg, work, data_root=work / "packed", out_dir=work / "full",
-                         storage_path=str(work / "ray"), points_to_evaluate=configs)
+                         storage_path=str(work / "ray"), points_to_evaluate=configs, fig6=False)
         t_full = time.perf_counter() - t0
         full_summary = yaml.safe_load((work / "full" / "sweep_trials.json").read_text())
 

@@ -431,6 +431,42 @@ class ValidationConfig:
         _require(0.0 < self.fraction < 1.0, f"{key}.fraction", "a share in (0, 1)", self.fraction)
 
 
+def _default_fig6_values() -> dict[str, tuple[Any, ...]]:
+    return {"num_embeddings": (32, 64, 128, 256), "tau": (0.05, 0.1, 0.5, 1.0),
+            "k": (1, 2, 3, 4), "margin_head": ("arcface", "subcenter", "hs_arcface"),
+            "sampling": ("default", "gumbel")}
+
+
+@dataclass(frozen=True)
+class Fig6Config:
+    """The paper's Fig. 6 study: one knob at a time around the sweep's base variant.
+
+    Each knob of ``values`` (a model or loss field) takes each listed value while every other
+    knob keeps the base variant's; every configuration (the base one once, shared by all knobs)
+    trains with each of ``seeds`` for ``epochs`` (null: the sweep's ``max_epochs``) and is scored
+    on the sweep's validation identities (:mod:`pipeline.sweep_grid`). ``values: {}`` turns the
+    study off.
+    """
+
+    values: dict[str, tuple[Any, ...]] = field(default_factory=_default_fig6_values)
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int | None = None
+
+    def validate(self, key: str) -> None:
+        hints = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(LossConfig)}
+        for knob, values in self.values.items():
+            _require(knob in hints, f"{key}.values.{knob}", "a model or loss field (e.g. "
+                     "num_embeddings, tau, k, margin_head, sampling)", knob)
+            for i, value in enumerate(values):
+                _build(hints[knob], value, f"{key}.values.{knob}[{i}]")
+            _require(len(values) >= 1 and len(set(values)) == len(values), f"{key}.values.{knob}",
+                     "a non-empty list of distinct values", list(values))
+        _require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+                 f"{key}.seeds", "a non-empty list of distinct integers", list(self.seeds))
+        _require(self.epochs is None or self.epochs >= 1, f"{key}.epochs",
+                 "null or an integer >= 1", self.epochs)
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`).
@@ -456,9 +492,11 @@ class SweepConfig:
     seed: int = 0
     space: dict[str, SearchDim] = field(default_factory=dict)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    fig6: Fig6Config = field(default_factory=Fig6Config)
 
     def validate(self, key: str) -> None:
         self.validation.validate(f"{key}.validation")
+        self.fig6.validate(f"{key}.fig6")
         _require(bool(self.name) and "/" not in self.name, f"{key}.name",
                  "a non-empty name without '/'", self.name)
         _require(self.num_samples >= 1, f"{key}.num_samples", "an integer >= 1", self.num_samples)

@@ -1,4 +1,4 @@
-"""``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA over the paper's Fig. 6 knobs.
+"""``python -m pipeline.sweep``: Ray Tune + Optuna (TPE) + ASHA, and the Fig. 6 one-knob grid.
 
 Each trial trains ``sweep.base_variant`` with a sampled codebook size x, Gumbel temperature tau,
 sub-centre count k, margin and scale, loss family (ArcFace / Sub-center ArcFace / HS-ArcFace) and
@@ -10,9 +10,14 @@ the test split (:mod:`ddrn.data.validation`). Optuna's TPE sampler proposes conf
 early. Trials checkpoint every epoch, so a trial whose worker dies resumes on another worker, and
 ``--resume`` continues an interrupted sweep (``Tuner.restore``) instead of starting over.
 
+Then, in the same Ray session and MLflow run, the paper's Fig. 6 study as its own Tune grid
+(:mod:`pipeline.sweep_grid`): one knob of ``sweep.fig6`` at a time around the base variant, each
+configuration with several seeds for a fixed number of epochs (no ASHA), on the same validation
+identities; ``--resume`` continues it the same way.
+
 Outputs: ``reports/sweep_trials.json`` (every trial), ``reports/sweep_best_params.yaml`` (the best
-configuration as a ``params.yaml`` variant plus the ``dvc exp run -S`` command), and
-``reports/sweep.md`` with its figures, each naming the validation split its numbers come from (:mod:`pipeline.sweep_report`). Ray plumbing (``ray.init``
+configuration as a ``params.yaml`` variant plus the ``dvc exp run -S`` command),
+``reports/sweep_fig6.json`` (every grid point), and ``reports/sweep.md`` with its figures, each naming the validation split its numbers come from (:mod:`pipeline.sweep_report`). Ray plumbing (``ray.init``
 honouring ``RAY_ADDRESS``, per-trial resources) comes from :mod:`pipeline.tune`, MLflow from
 :mod:`pipeline.tracking`: every trial is an MLflow run nested under the sweep's run.
 """
@@ -23,7 +28,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +39,14 @@ from ddrn.atomic import atomic_write_text
 from ddrn.config import ProjectConfig
 from ddrn.errors import ConfigError, DDRNError
 from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.sweep_grid import (
+    GRID_FILE,
+    GridStudy,
+    empty_study,
+    grid_epochs,
+    grid_points,
+    run_grid,
+)
 from pipeline.sweep_space import (
     METRIC,
     apply_knobs,
@@ -45,9 +57,14 @@ from pipeline.sweep_space import (
     plain,
     sweep_fingerprint,
 )
-from pipeline.sweep_trial import TrialContext, sweep_trial, validation_split
+from pipeline.sweep_trial import (
+    TrialContext,
+    collect_trials,
+    start_or_restore,
+    sweep_trial,
+    validation_split,
+)
 from pipeline.tracking import stage_run
-from pipeline.tune import USER_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +85,18 @@ class SweepOutcome:
     report_path: Path
     best: dict[str, Any]
     dvc_command: str
+    extra_paths: tuple[Path, ...] = ()
+    """The Fig. 6 grid's ``sweep_fig6.json`` when it ran."""
 
 
 def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Path,
               resume: bool = False, storage_path: str | None = None,
-              points_to_evaluate: Sequence[dict[str, Any]] | None = None) -> SweepOutcome:
+              points_to_evaluate: Sequence[dict[str, Any]] | None = None,
+              fig6: bool = True) -> SweepOutcome:
     """Run (or with ``resume`` continue) the sweep of ``config.sweep`` and write its reports.
+
+    Two Tune experiments in one Ray session and one MLflow run: the TPE search with ASHA, then
+    the Fig. 6 one-knob-at-a-time grid of ``sweep.fig6`` (:mod:`pipeline.sweep_grid`).
 
     Args:
         config: the validated project config (its ``sweep``, ``ray`` and ``tracking`` sections).
@@ -86,6 +109,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
         storage_path: overrides ``ray.storage_path`` (a shared folder or ``s3://`` on a cluster).
         points_to_evaluate: configurations Optuna tries first (e.g. to rerun another sweep's
             trials without early stopping, as ``benchmarks/bench_sweep.py`` does).
+        fig6: run the Fig. 6 grid too (False: the TPE search only, and no ``sweep_fig6.json``).
     """
     import optuna
     from ray import tune
@@ -100,6 +124,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
         raise ConfigError(f"{config.source}: profiles.{config.profile}.sweep.space is empty; "
                           "expected at least one knob to search")
     apply_knobs(config, {}, "probe")  # reject an impossible base before starting Ray
+    points = grid_points(config) if fig6 else []  # and an impossible grid point
     # Pack present, matching the profile, non-empty; pretrained weights there: before Ray starts.
     # Only the train split is read: the sweep selects on held-out training identities.
     check_experiments(config, [config.resolve(sweep.train_set, sweep.base_variant, 0)], data_root,
@@ -119,11 +144,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
     t0 = time.perf_counter()
     with ray_session(config.ray) as cluster:
         resources = trial_resources(config.ray, cluster)
-        restoring = resume and tune.Tuner.can_restore(exp_path)
-        if not restoring and shared_fs and Path(exp_path).exists():
-            log.info("starting the sweep over: removing %s (pass --resume to continue it)",
-                     exp_path)
-            shutil.rmtree(exp_path)
+        restoring = start_or_restore(exp_path, resume, shared_fs)
         parent_file = Path(exp_path) / "mlflow_parent_run.txt" if shared_fs else None
         old_parent = (parent_file.read_text().strip() if restoring and parent_file
                       and parent_file.is_file() else None)
@@ -131,7 +152,9 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                        tags={"sweep": exp_name}, reopen_run_id=old_parent) as parent:
             if parent is not None:
                 parent.log_params({"sweep." + k: v for k, v in plain(
-                    dataclasses.asdict(sweep)).items() if k != "space"})
+                    dataclasses.asdict(sweep)).items() if k not in ("space", "fig6")})
+                parent.log_params({"sweep.fig6.trials": len(points),
+                                   "sweep.fig6.epochs": grid_epochs(config)})
                 if parent_file is not None:
                     parent_file.parent.mkdir(parents=True, exist_ok=True)
                     parent_file.write_text(parent.run_id)
@@ -169,61 +192,33 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
             num_nodes = len({n for t in trials for n in t["nodes"]})
             summary = _summary(config, exp_name, exp_path, trials, max_epochs,
                                time.perf_counter() - t0, num_nodes, split.summary())
-            outcome = write_outputs(config, summary, out_dir)
+            study = None
+            if fig6:
+                study = (run_grid(config, ctx, points, storage=storage, shared_fs=shared_fs,
+                                  resources=resources, resume=resume)
+                         if points else empty_study(config, split.summary()))
+            outcome = write_outputs(config, summary, out_dir, study)
             if parent is not None:
                 best = outcome.best
                 parent.log_metrics({"best_mAP": best.get("mAP") or float("nan"),
                                     "trial_epochs": sum(t["epochs"] for t in trials),
                                     "trials": len(trials), "num_nodes": num_nodes})
+                if study is not None:
+                    parent.log_metrics({"fig6_trial_epochs": sum(p.epochs for p in study.points),
+                                        "fig6_trials": len(study.points)})
                 for path in (outcome.trials_path, outcome.best_params_path, outcome.report_path,
+                             *outcome.extra_paths,
                              *sorted((out_dir / "figures").glob("sweep_*.png"))):
                     parent.log_artifact(path, "sweep")
     failed = [t for t in trials if t["status"] == "ERROR"]
     if failed and not outcome.best:
         raise DDRNError(f"sweep {exp_name}: no trial was scored; {len(failed)} failed, the first "
                         f"with: {failed[0]['error']}")
+    if study is not None and study.points and not any(p.scored for p in study.points):
+        first = next(p for p in study.points if not p.scored)
+        raise DDRNError(f"Fig. 6 grid {study.name}: no grid point was scored; the first failed "
+                        f"with: {first.error}")
     return outcome
-
-
-def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
-    """One JSON-friendly record per trial of a Tune ``ResultGrid``, sorted by trial id."""
-    trials = []
-    for result in grid:
-        metrics = result.metrics or {}
-        hist = result.metrics_dataframe
-        curve: dict[int, float] = {}
-        nodes: list[str] = []
-        resumed = 0
-        if hist is not None and METRIC in hist and "epoch" in hist:
-            for epoch, value in zip(hist["epoch"], hist[METRIC], strict=True):
-                if value == value:  # a retried trial repeats epochs after its checkpoint: keep last
-                    curve[int(epoch)] = float(value)
-            if "node_id" in hist:
-                nodes = sorted({str(n) for n in hist["node_id"].dropna()})
-            if "resumed_from_epoch" in hist:
-                resumed = int(hist["resumed_from_epoch"].fillna(0).max())
-        epochs = int(metrics.get("epoch", max(curve, default=0)))
-        # A project error ends the trial once with its message (not retried, sweep_trial).
-        user_error = metrics.get(USER_ERROR)
-        error = result.error is not None or bool(user_error)
-        message = user_error or (str(result.error).strip().splitlines()[-1] if result.error else None)
-        trials.append({
-            "trial_id": str(metrics.get("trial_id") or Path(result.path).name),
-            "status": "ERROR" if error else "TERMINATED",
-            "error": message,
-            "knobs": plain(dict(result.config or {})),
-            "epochs": epochs,
-            "stopped_early": (not error) and epochs < max_epochs,
-            METRIC: None if error else plain(metrics.get(METRIC)),
-            "R1": None if error else plain(metrics.get("R1")),
-            "best_mAP": max(curve.values()) if curve else None,
-            "curve": [[e, round(v, 4)] for e, v in sorted(curve.items())],
-            "nodes": nodes,
-            "hostname": metrics.get("hostname"),
-            "pid": metrics.get("pid"),
-            "resumed_from_epoch": resumed,
-        })
-    return sorted(trials, key=lambda t: t["trial_id"])
 
 
 def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[dict[str, Any]],
@@ -249,14 +244,19 @@ def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[d
     }
 
 
-def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path) -> SweepOutcome:
-    """Write the best configuration, the trial records and the report; return what was written."""
+def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path,
+                  study: GridStudy | None = None) -> SweepOutcome:
+    """Write the best configuration, the trial records, the Fig. 6 grid (``sweep_fig6.json``,
+    when ``study`` is given) and the report; return what was written."""
     from pipeline.sweep_report import write_report
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = []
+    if study is not None:
+        extra.append(atomic_write_text(out_dir / GRID_FILE, study.to_json()))
     best = summary["best"]
     knobs = best.get("knobs", {})
     command = dvc_exp_command(config, knobs) if knobs else "(no trial was scored)"
-    out_dir.mkdir(parents=True, exist_ok=True)
     best_path = out_dir / "sweep_best_params.yaml"
     header = _best_params_header(config, summary, command)
     note = (f"chosen on validation mAP {best.get(METRIC)} % ({_split_words(summary)})"
@@ -267,7 +267,7 @@ def write_outputs(config: ProjectConfig, summary: dict[str, Any], out_dir: Path)
     trials_path = out_dir / "sweep_trials.json"
     atomic_write_text(trials_path, json.dumps(summary, indent=2) + "\n")
     report = write_report(trials_path, out_dir)
-    return SweepOutcome(trials_path, best_path, report, best, command)
+    return SweepOutcome(trials_path, best_path, report, best, command, tuple(extra))
 
 
 def _split_words(summary: dict[str, Any]) -> str:

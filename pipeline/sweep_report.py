@@ -1,12 +1,15 @@
 """``python -m pipeline.sweep_report``: ``reports/sweep.md`` and its figures from the sweep's trials.
 
-Reads ``reports/sweep_trials.json`` (written by :mod:`pipeline.sweep`) and renders, naming the split
-every number comes from (the validation identities held out of the sweep's training, with their
-query/gallery counts; a summary of an older sweep that scored on the test split says so):
+Reads ``reports/sweep_trials.json`` and, when there, ``reports/sweep_fig6.json`` (both written by
+:mod:`pipeline.sweep`) and renders, naming the split every number comes from (the validation
+identities held out of the sweep's training, with their query/gallery counts; a summary of an older
+sweep that scored on the test split says so):
 
-- the Fig. 6 panels: mAP against each searched knob, one series per loss family, and default vs
-  Gumbel sampling (``figures/sweep_fig6.png``), plus every trial's mAP curve with the epochs where
-  ASHA stopped it (``figures/sweep_asha.png``);
+- the paper's Fig. 6: validation R1 and mAP against each knob, one knob at a time around the base
+  variant, mean over seeds (``figures/sweep_fig6.png`` and a table, :mod:`pipeline.sweep_grid_report`);
+- the TPE samples: mAP against each searched knob, one series per loss family, all knobs moving
+  together (``figures/sweep_tpe.png``), plus every trial's mAP curve with the epochs where ASHA
+  stopped it (``figures/sweep_asha.png``);
 - the Optuna importance of each knob, from a post-hoc study rebuilt from the Ray results;
 - the best trials table, and what ASHA saved: trial-epochs spent against running every sampled
   configuration to ``max_epochs``, with the best mAP found.
@@ -25,6 +28,8 @@ from ddrn.atomic import atomic_write_text
 from ddrn.config import SearchDim
 from ddrn.errors import DataError
 from pipeline.cli import base_parser, run_stage
+from pipeline.sweep_grid import GRID_FILE, GridStudy
+from pipeline.sweep_grid_report import grid_section, plot_grid
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +99,11 @@ def param_importances(summary: Mapping[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def plot_fig6(summary: Mapping[str, Any], path: Path) -> Path:
-    """Fig. 6 panels: final mAP against each knob, one series per loss family.
+def plot_tpe(summary: Mapping[str, Any], path: Path) -> Path:
+    """The TPE samples: final mAP against each knob, one series per loss family.
+
+    Every knob moves in every trial, so a panel mixes all the others' effects: the one-knob
+    reading is the Fig. 6 grid's (:func:`pipeline.sweep_grid_report.plot_grid`).
 
     Filled markers ran to ``max_epochs`` (comparable); hollow ones were stopped early by ASHA and
     show a truncated mAP. Lines join the full-length trials of a family in knob order.
@@ -145,8 +153,8 @@ def plot_fig6(summary: Mapping[str, Any], path: Path) -> Path:
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(knobs):]:
         ax.axis("off")
-    fig.suptitle(f"Sweep {summary['name']}: {split_label(summary)} mAP "
-                 "(hollow = stopped early by ASHA)", fontsize=10)
+    fig.suptitle(f"TPE samples of {summary['name']}: {split_label(summary)} mAP, all knobs "
+                 "moving together (hollow = stopped early by ASHA)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -236,11 +244,13 @@ def split_sentence(summary: Mapping[str, Any]) -> str:
 
 
 def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float],
-                    figures: Sequence[Path], out_dir: Path, top: int = 5) -> str:
-    """The text of ``reports/sweep.md``."""
+                    figures: Sequence[Path], out_dir: Path, top: int = 5,
+                    grid: tuple[GridStudy, Path] | None = None) -> str:
+    """The text of ``reports/sweep.md`` (with the Fig. 6 section when ``grid`` = (study, figure))."""
     s = asha_savings(summary)
     lines = [
-        f"# Sweep `{summary['name']}`: the Fig. 6 knobs with Ray Tune, Optuna TPE and ASHA",
+        f"# Sweep `{summary['name']}`: the Fig. 6 knobs with Ray Tune (Optuna TPE + ASHA, and a "
+        "one-knob grid)",
         "",
         split_sentence(summary),
         "",
@@ -251,6 +261,7 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
         f"{summary['reduction_factor']}. Wall time {summary['duration_s']:.0f} s on "
         f"{summary['num_nodes']} Ray node(s).",
         "",
+        *(grid_section(grid[0], grid[1], out_dir) if grid else []),
         "## What ASHA saved",
         "",
         f"| | trial-epochs | best {split_label(summary)} mAP (%) |",
@@ -265,7 +276,10 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
         "to the end. Trials that ASHA stopped are told to Optuna with their last (truncated) mAP, "
         "which biases TPE towards configurations that learn fast.",
         "",
-        "## Fig. 6: mAP against each knob",
+        "## TPE samples: mAP against each knob (all knobs move together)",
+        "",
+        "Each TPE trial samples every knob at once, so a panel mixes the other knobs' effects: "
+        "read one knob's effect from the Fig. 6 grid" + (" above." if grid else " (not run).") ,
         "",
     ]
     for fig in figures:
@@ -307,16 +321,22 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(trials_path: Path, out_dir: Path) -> Path:
-    """Render ``sweep.md`` and ``figures/sweep_*.png`` under ``out_dir``; return the markdown path."""
+    """Render ``sweep.md`` and ``figures/sweep_*.png`` under ``out_dir`` (the Fig. 6 section when
+    ``sweep_fig6.json`` is there); return the markdown path."""
     summary = load_trials(trials_path)
-    figures = [plot_fig6(summary, out_dir / "figures" / "sweep_fig6.png"),
+    figures = [plot_tpe(summary, out_dir / "figures" / "sweep_tpe.png"),
                plot_asha(summary, out_dir / "figures" / "sweep_asha.png")]
-    md = render_markdown(summary, param_importances(summary), figures, out_dir)
+    grid = None
+    if (out_dir / GRID_FILE).is_file():
+        study = GridStudy.load(out_dir / GRID_FILE)
+        grid = (study, plot_grid(study, out_dir / "figures" / "sweep_fig6.png"))
+    md = render_markdown(summary, param_importances(summary), figures, out_dir, grid=grid)
     return atomic_write_text(out_dir / "sweep.md", md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: re-render the sweep report from ``reports/sweep_trials.json``."""
+    """Command line: re-render the sweep report from ``reports/sweep_trials.json`` (and
+    ``reports/sweep_fig6.json``)."""
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="report folder holding sweep_trials.json (default: reports)")

@@ -23,6 +23,7 @@ from ddrn.config import (
     ProjectConfig,
     SearchDim,
     check_codebook_fits,
+    check_orthogonal_needs_codebook,
 )
 from ddrn.errors import ConfigError
 
@@ -108,33 +109,39 @@ def base_knobs(config: ProjectConfig) -> dict[str, Any]:
     return {**dataclasses.asdict(spec.loss), **dataclasses.asdict(spec.model)}
 
 
-def apply_knobs(config: ProjectConfig, knobs: Mapping[str, Any], name: str) -> ExperimentSpec:
+def apply_knobs(config: ProjectConfig, knobs: Mapping[str, Any], name: str, *,
+                seed: int | None = None, epochs: int | None = None,
+                key: str | None = None) -> ExperimentSpec:
     """The base variant's :class:`~ddrn.config.ExperimentSpec` with ``knobs`` applied, validated.
 
-    The trial trains for ``sweep.max_epochs`` (ASHA's ``max_t``), so its learning-rate schedule is
-    that of a full-length run even when ASHA stops it early.
+    The trial trains for ``epochs`` (default ``sweep.max_epochs``, ASHA's ``max_t``), so its
+    learning-rate schedule is that of a full-length run even when ASHA stops it early; ``seed``
+    (default ``sweep.seed``) seeds its initialisation and sampler. ``key`` names the params entry
+    an invalid value is reported under (default ``profiles.<profile>.sweep``).
     """
     sweep = config.sweep
-    spec = config.resolve(sweep.train_set, sweep.base_variant, sweep.seed)
+    spec = config.resolve(sweep.train_set, sweep.base_variant,
+                          sweep.seed if seed is None else seed)
     model_kw = {k: v for k, v in knobs.items() if k in _MODEL_FIELDS}
     loss_kw = {k: v for k, v in knobs.items() if k in _LOSS_FIELDS}
     unknown = set(knobs) - set(model_kw) - set(loss_kw)
     if unknown:
         raise ConfigError(f"{config.source}: sweep knob {sorted(unknown)[0]!r} is not a model or "
                           "loss field")
-    epochs = sweep.max_epochs or spec.train.epochs
+    epochs = epochs or sweep.max_epochs or spec.train.epochs
     warmup = min(spec.train.warmup_epochs, epochs - 1)
     spec = dataclasses.replace(
         spec, name=name, group=f"sweep:{sweep.name}",
         model=dataclasses.replace(spec.model, **model_kw),
         loss=dataclasses.replace(spec.loss, **loss_kw),
         train=dataclasses.replace(spec.train, epochs=epochs, warmup_epochs=warmup))
-    prefix = f"profiles.{config.profile}.sweep"
+    prefix = key or f"profiles.{config.profile}.sweep"
     try:
         spec.model.validate(f"{prefix} (model)")
         spec.loss.validate(f"{prefix} (loss)")
         spec.train.validate(f"{prefix} (train)")
         check_codebook_fits(spec.model, spec.loss, f"{prefix} (knobs {dict(knobs)})")
+        check_orthogonal_needs_codebook(spec.model, spec.loss, f"{prefix} (knobs {dict(knobs)})")
     except ConfigError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
     return spec
@@ -145,9 +152,11 @@ def sweep_fingerprint(config: ProjectConfig) -> str:
     sweep = config.sweep
     spec = apply_knobs(config, {}, "fingerprint")
     # Budgets and concurrency may change between an interruption and --resume; the trials may not.
-    payload = {"sweep": dataclasses.asdict(dataclasses.replace(
-                   sweep, num_samples=0, time_budget_s=None, max_concurrent_trials=1)),
-               "experiment": config.fingerprint(spec)}
+    # The Fig. 6 grid is a study of its own (pipeline.sweep_grid.grid_fingerprint).
+    settings = dataclasses.asdict(dataclasses.replace(
+        sweep, num_samples=0, time_budget_s=None, max_concurrent_trials=1))
+    settings.pop("fig6")
+    payload = {"sweep": settings, "experiment": config.fingerprint(spec)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -32,7 +32,7 @@ from ddrn.data import PackedSplit, ValidationSplit, open_packed, select_rows, sp
 from ddrn.errors import ConfigError, DDRNError
 from pipeline import rundir
 from pipeline.experiment import TrainingSetup, evaluate_split, prepare_training
-from pipeline.sweep_space import METRIC, apply_knobs
+from pipeline.sweep_space import METRIC, apply_knobs, plain
 from pipeline.tracking import TrackingTarget, TrialTracker, log_metrics
 from pipeline.tune import USER_ERROR
 
@@ -53,6 +53,8 @@ class TrialContext:
     runs_root: str | None
     validation: ValidationSplit
     tracking: TrackingTarget | None = None
+    epochs: int | None = None
+    """Epochs every trial trains (None: ``sweep.max_epochs``); the Fig. 6 grid sets its own."""
 
 
 def validation_split(config: ProjectConfig, data_root: str | Path) -> ValidationSplit:
@@ -103,12 +105,15 @@ class EpochReporter:
     Reports ``epoch`` (ASHA's time attribute), ``mAP``/``R1``/``mINP`` (percent, validation
     identities), the engine's epoch metrics under ``train/``, where the trial ran (``node_id``,
     ``hostname``, ``pid``) and the engine checkpoint; the scores also go to the trial's MLflow run
-    as ``<train_set>/val.<metric>`` (never under a test set's name).
+    as ``<train_set>/val.<metric>`` (never under a test set's name). Scores every
+    ``sweep.eval_every`` epochs and always at ``max_epochs``, the trial's last.
     """
 
     def __init__(self, model: Any, query: PackedSplit, gallery: PackedSplit,
                  config: ProjectConfig, device: Any, extra: Mapping[str, Any],
-                 tracker: TrialTracker | None = None, scratch: Path | None = None) -> None:
+                 tracker: TrialTracker | None = None, scratch: Path | None = None, *,
+                 max_epochs: int) -> None:
+        self.max_epochs = max_epochs
         self.model = model
         self.query = query
         self.gallery = gallery
@@ -122,8 +127,7 @@ class EpochReporter:
         from ray import tune
 
         sweep = self.config.sweep
-        max_epochs = sweep.max_epochs or self.config.train.epochs
-        if epoch % sweep.eval_every and epoch != max_epochs:
+        if epoch % sweep.eval_every and epoch != self.max_epochs:
             return
         scores = score_model(self.model, self.query, self.gallery, self.config, self.device)
         if self.tracker is not None and self.tracker.run_id is not None:
@@ -168,15 +172,36 @@ def sweep_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     """
     from ray import tune
 
+    _run_guarded(knobs, ctx, name=tune.get_context().get_trial_id())
+
+
+def grid_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Ray Tune trainable of one Fig. 6 grid point (:mod:`pipeline.sweep_grid`).
+
+    ``config["point"]`` is ``{"knob", "value", "seed", "label"}``: the base variant with that one
+    knob set to that value (knob ``None``: the base itself), trained with that seed for
+    ``ctx.epochs``; the same lifecycle as :func:`sweep_trial` (validation scores, checkpoints,
+    restarts, one-line project errors).
+    """
+    point = config["point"]
+    knobs = {} if point["knob"] is None else {point["knob"]: point["value"]}
+    _run_guarded(knobs, ctx, name=f"fig6-{point['label']}-s{point['seed']}", seed=point["seed"])
+
+
+def _run_guarded(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
+                 seed: int | None = None) -> None:
+    from ray import tune
+
     try:
-        _run_trial(knobs, ctx)
+        _run_trial(knobs, ctx, name=name, seed=seed)
     except DDRNError as exc:
         log.error("sweep trial %s: %s", tune.get_context().get_trial_id(), exc)
         # The searcher and ASHA require their metric in every result: NaN = no score.
         tune.report({USER_ERROR: str(exc), METRIC: math.nan})
 
 
-def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
+def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
+               seed: int | None) -> None:
     import socket
 
     import ray
@@ -186,7 +211,8 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     config = ctx.config
-    spec = apply_knobs(config, knobs, name=f"sweep-{config.sweep.name}-{trial_id}")
+    spec = apply_knobs(config, knobs, name=f"sweep-{config.sweep.name}-{name}", seed=seed,
+                       epochs=ctx.epochs)
     local = ctx.runs_root is None
     scratch = Path(ctx.runs_root) if not local else Path(tempfile.gettempdir()) / "ddrn-sweep"
     run_dir = scratch / trial_id
@@ -198,7 +224,7 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
     tracker = (TrialTracker(ctx.tracking, spec, config.input, config.fingerprint(spec))
                if ctx.tracking else None)
     reporter = EpochReporter(setup.model, data.query, data.gallery, config, setup.device, where,
-                             tracker, scratch=run_dir)
+                             tracker, scratch=run_dir, max_epochs=spec.train.epochs)
     ok = False
     try:
         if tracker is not None:
@@ -216,6 +242,62 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext) -> None:
         if local:
             # Node-local scratch: Tune's storage holds the checkpoints; a retry restores from it.
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
+    """One JSON-friendly record per trial of a Tune ``ResultGrid``, sorted by trial id."""
+    trials = []
+    for result in grid:
+        metrics = result.metrics or {}
+        hist = result.metrics_dataframe
+        curve: dict[int, float] = {}
+        nodes: list[str] = []
+        resumed = 0
+        if hist is not None and METRIC in hist and "epoch" in hist:
+            for epoch, value in zip(hist["epoch"], hist[METRIC], strict=True):
+                if value == value:  # a retried trial repeats epochs after its checkpoint: keep last
+                    curve[int(epoch)] = float(value)
+            if "node_id" in hist:
+                nodes = sorted({str(n) for n in hist["node_id"].dropna()})
+            if "resumed_from_epoch" in hist:
+                resumed = int(hist["resumed_from_epoch"].fillna(0).max())
+        epochs = int(metrics.get("epoch", max(curve, default=0)))
+        # A project error ends the trial once with its message (not retried, sweep_trial).
+        user_error = metrics.get(USER_ERROR)
+        error = result.error is not None or bool(user_error)
+        message = user_error or (str(result.error).strip().splitlines()[-1] if result.error else None)
+        trials.append({
+            "trial_id": str(metrics.get("trial_id") or Path(result.path).name),
+            "status": "ERROR" if error else "TERMINATED",
+            "error": message,
+            "knobs": plain(dict(result.config or {})),
+            "epochs": epochs,
+            "stopped_early": (not error) and epochs < max_epochs,
+            METRIC: None if error else plain(metrics.get(METRIC)),
+            "R1": None if error else plain(metrics.get("R1")),
+            "best_mAP": max(curve.values()) if curve else None,
+            "curve": [[e, round(v, 4)] for e, v in sorted(curve.items())],
+            "nodes": nodes,
+            "hostname": metrics.get("hostname"),
+            "pid": metrics.get("pid"),
+            "resumed_from_epoch": resumed,
+        })
+    return sorted(trials, key=lambda t: t["trial_id"])
+
+
+def start_or_restore(exp_path: str, resume: bool, shared_fs: bool) -> bool:
+    """Whether to continue the Tune experiment at ``exp_path`` (``Tuner.restore``).
+
+    With ``resume`` and a restorable experiment there: True. Otherwise the experiment starts
+    over, and a leftover folder on a shared filesystem is removed first.
+    """
+    from ray import tune
+
+    restoring = resume and tune.Tuner.can_restore(exp_path)
+    if not restoring and shared_fs and Path(exp_path).exists():
+        log.info("starting over: removing %s (pass --resume to continue it)", exp_path)
+        shutil.rmtree(exp_path)
+    return restoring
 
 
 def _restore_checkpoint(checkpoint: Any, ckpt_dir: Path) -> int:

@@ -11,10 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_params(tracking_uri: str, *, num_samples: int = 4, max_epochs: int = 2,
-                grace_period: int = 1, num_cpus: int = 2) -> dict[str, Any]:
+                grace_period: int = 1, num_cpus: int = 2,
+                fig6: dict[str, Any] | None = None) -> dict[str, Any]:
     """The repository's params.yaml with a ``tiny`` profile: one small synthetic set, a 2-block
     ViT on 32x16 images, 2 iterations per epoch, and a sweep over every Fig. 6 knob that selects
-    on 2 held-out training identities."""
+    on 2 held-out training identities. ``fig6`` is its ``sweep.fig6`` section (default: no
+    grid)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["profiles"]["tiny"] = {
         "seed": 0,
@@ -46,6 +48,7 @@ def tiny_params(tracking_uri: str, *, num_samples: int = 4, max_epochs: int = 2,
                 "margin": {"low": 0.1, "high": 0.5},
                 "scale": {"low": 10.0, "high": 40.0},
             },
+            "fig6": {"values": {}} if fig6 is None else fig6,
         },
     }
     raw["profile"] = "tiny"

@@ -72,7 +72,7 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     assert "Every number here is on the validation split, never the test split" in md
     assert ("2 identities of `occluded_duke`'s train split held out" in md
             and f"{val['num_query']} queries against {val['num_gallery']} gallery images" in md)
-    assert "## What ASHA saved" in md and (out / "figures" / "sweep_fig6.png").is_file()
+    assert "## What ASHA saved" in md and (out / "figures" / "sweep_tpe.png").is_file()
     assert f"| every configuration to the end | {4 * 2} |" in md
 
     # MLflow: one sweep run, and every trial a run nested under it with its mAP curve.

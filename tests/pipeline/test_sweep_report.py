@@ -70,7 +70,7 @@ def test_write_report(tmp_path: Path) -> None:
     (tmp_path / "sweep_trials.json").write_text(json.dumps(_summary()))
     md_path = write_report(tmp_path / "sweep_trials.json", tmp_path)
     md = md_path.read_text()
-    for fig in ("sweep_fig6.png", "sweep_asha.png"):
+    for fig in ("sweep_tpe.png", "sweep_asha.png"):
         png = tmp_path / "figures" / fig
         assert png.read_bytes()[:4] == b"\x89PNG" and f"(figures/{fig})" in md
     assert "| ASHA (this sweep) | 56 |" in md and "| every configuration to the end | 96 |" in md
