@@ -95,6 +95,9 @@ class Arm:
     seconds: float
     trials: list[dict[str, Any]]
     best: dict[str, Any]
+    exact: dict[str, dict[str, Any]]
+    """trial id -> the knobs it trained with, unrounded (Tune's ``params.json``; the trial
+    records round floats to 6 digits, and a rerun must train the very same values)."""
 
     @property
     def trial_epochs(self) -> int:
@@ -119,7 +122,12 @@ def _run(name: str, config: Any, work: Path, data_root: Path,
                         storage_path=str(work / "ray"), points_to_evaluate=points, fig6=False)
     seconds = time.perf_counter() - t0
     summary = json.loads(outcome.trials_path.read_text())
-    return Arm(name, seconds, summary["trials"], outcome.best)
+    exact = {}
+    for trial in summary["trials"]:
+        found = list(Path(summary["experiment_path"]).glob(f"*_{trial['trial_id']}_*/params.json"))
+        exact[trial["trial_id"]] = (json.loads(found[0].read_text()) if len(found) == 1
+                                    else trial["knobs"])
+    return Arm(name, seconds, summary["trials"], outcome.best, exact)
 
 
 def _variant(config: Any, **sweep_changes: Any) -> Any:
@@ -146,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--spread-seeds", type=int, default=2,
                         help="extra seeds of the full arm's best configuration (default 2)")
     parser.add_argument("--device", default=None, help="train.device of the trials")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="also write the measurements (every trial of both arms) as JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -168,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with ray_session(config.ray):
             ray_start = time.perf_counter() - t0
             asha = _run("asha", config, work, data_root)
-            configs = [t["knobs"] for t in asha.trials]
+            configs = [asha.exact[t["trial_id"]] for t in asha.trials]
             full = _run("full", _variant(config, name=f"{sweep.name}-full", grace_period=max_epochs,
                                          num_samples=len(configs)), work, data_root, configs)
             spread = [full.best.get("mAP")]
@@ -176,11 +186,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                 arm = _run(f"seed{k}", _variant(config, name=f"{sweep.name}-seed{k}",
                                                 seed=sweep.seed + k, grace_period=max_epochs,
                                                 num_samples=1),
-                           work, data_root, [full.best["knobs"]])
+                           work, data_root, [full.exact[full.best["trial_id"]]])
                 spread.append(arm.best.get("mAP"))
 
+    results = {"ray_start_s": ray_start, "spread": spread,
+               "arms": [dataclasses.asdict(a) for a in (asha, full)]}
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    report(config, asha, full, spread, ray_start)
+
+
+def report(config: Any, asha: Arm, full: Arm, spread: Sequence[float | None],
+           ray_start: float) -> None:
+    """Print the comparison (``spread``: the full arm's best mAP, then its extra seeds')."""
+    sweep = config.sweep
+    max_epochs = sweep.max_epochs or config.train.epochs
     rungs = _rungs(sweep.grace_period, sweep.reduction_factor, max_epochs)
-    print(f"{len(configs)} configurations sampled by TPE (seed {sweep.seed}), <= {max_epochs} "
+    print(f"{len(asha.trials)} configurations sampled by TPE (seed {sweep.seed}), <= {max_epochs} "
           f"epochs each; ASHA grace period {sweep.grace_period}, reduction factor "
           f"{sweep.reduction_factor} (rungs at epochs {', '.join(map(str, rungs))}); "
           f"{config.ray.cpus_per_trial:g} CPU per trial, <= {sweep.max_concurrent_trials} at once, "
@@ -206,13 +228,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"best mAP ASHA - full: {diff:+.2f} points "
           f"({'within' if abs(diff) <= sd else 'outside'} one seed std); ASHA's best configuration "
           f"{'is' if same else 'is not'} the full arm's best")
-    ended = {json.dumps(t["knobs"], sort_keys=True): t["mAP"] for t in asha.trials
-             if t["epochs"] >= max_epochs and t["mAP"] is not None}
+    ended = {json.dumps(asha.exact[t["trial_id"]], sort_keys=True): t["mAP"]
+             for t in asha.trials if t["epochs"] >= max_epochs and t["mAP"] is not None}
     pairs = [(m, t["mAP"]) for t in full.trials
-             if (m := ended.get(json.dumps(t["knobs"], sort_keys=True))) is not None]
+             if (m := ended.get(json.dumps(full.exact[t["trial_id"]], sort_keys=True))) is not None]
     if pairs:
         print(f"{len(pairs)} configurations ran to the end in both arms: largest mAP difference "
               f"{max(abs(a - b) for a, b in pairs):.4f} points (same seed: should be 0)")
+
 
 
 if __name__ == "__main__":
