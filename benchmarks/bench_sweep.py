@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep = config.sweep
         max_epochs = sweep.max_epochs or config.train.epochs
         MlflowClient(f"sqlite:///{work / 'mlflow.db'}").search_experiments()  # DB set up, untimed
+        import optuna  # noqa: F401  (the driver's imports are paid before either arm, too)
+        from ray.tune.search.optuna import OptunaSearch  # noqa: F401
         t0 = time.perf_counter()
         with ray_session(config.ray):
             ray_start = time.perf_counter() - t0
