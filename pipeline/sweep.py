@@ -8,7 +8,10 @@ after every ``sweep.eval_every`` epochs: the sweep selects on validation identit
 the test split (:mod:`ddrn.data.validation`). Optuna's TPE sampler proposes configurations from a define-by-run space
 (k only exists for the sub-centre heads, tau only for Gumbel sampling); ASHA stops the weak trials
 early. Trials checkpoint every epoch, so a trial whose worker dies resumes on another worker, and
-``--resume`` continues an interrupted sweep (``Tuner.restore``) instead of starting over.
+``--resume`` continues an interrupted sweep (``Tuner.restore``) instead of starting over. Ray
+workers are reused from trial to trial and keep the packed data in memory
+(:mod:`pipeline.sweep_data`), so a trial stopped after ``grace_period`` epochs costs about its
+epochs: without that, a new process, its imports and the data dominated short trials.
 
 Then, in the same Ray session and MLflow run, the paper's Fig. 6 study as its own Tune grid
 (:mod:`pipeline.sweep_grid`): one knob of ``sweep.fig6`` at a time around the base variant, each
@@ -182,7 +185,10 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                     tune_config=tune.TuneConfig(
                         search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_samples,
                         max_concurrent_trials=sweep.max_concurrent_trials,
-                        time_budget_s=sweep.time_budget_s),
+                        time_budget_s=sweep.time_budget_s,
+                        # One worker runs trial after trial (pipeline.sweep_trial): a trial ASHA
+                        # stops costs its epochs, not a new process, imports and data.
+                        reuse_actors=True),
                     run_config=tune.RunConfig(
                         name=exp_name, storage_path=storage, verbose=0,
                         failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
@@ -285,6 +291,12 @@ def _best_params_header(config: ProjectConfig, summary: dict[str, Any], command:
               for g, group in config.cfg.experiments.items()
               if group.train_set == summary["train_set"]] or [
                   f"profiles.{config.profile}.experiments.<group>.variants"]
+    base = config.sweep.base_variant
+    trained = [s for s in config.experiments_list()
+               if s.variant == base and s.train_set == summary["train_set"]]
+    as_base = ", ".join(f"metrics/{s.name}.json" for s in trained) or "metrics/<experiment>.json"
+    as_own = ", ".join(f"metrics/{s.name.replace(f'-{base}-', f'-{variant}-')}.json"
+                       for s in trained) or "metrics/<experiment>.json"
     return "\n".join([
         f"# Best configuration of sweep {summary['name']}, selected on VALIDATION identities "
         "(the test split was not read):",
@@ -296,8 +308,10 @@ def _best_params_header(config: ProjectConfig, summary: dict[str, Any], command:
         "# test split into metrics/<experiment>.json and reports/), either as a DVC experiment of",
         "# the base variant with these knobs:",
         f"#   {command}",
+        f"#   (test split: {as_base}; `dvc exp show`, reports/results.md)",
         f"# or by pasting the variant below into params.yaml, adding {variant} to",
-        f"# {groups[0]}, and running `dvc repro`.",
+        f"# {groups[0]}, and running `dvc repro`",
+        f"#   (test split: {as_own}, next to {base}'s rows in reports/results.md).",
         ""])
 
 

@@ -211,7 +211,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
         tuner = tune.Tuner(
             trainable,
             param_space={"point": tune.grid_search([p.tune_config() for p in points])},
-            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False,
+            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
                                         max_concurrent_trials=sweep.max_concurrent_trials,
                                         trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(

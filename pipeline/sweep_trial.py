@@ -12,6 +12,12 @@ storage, so a trial restarted after its worker died (``FailureConfig``) or by ``
 continues from it, on whichever node it lands. The project's own errors (:class:`~ddrn.errors.DDRNError`)
 end the trial once with their message instead of being retried. MLflow logging goes through
 :class:`pipeline.tracking.TrialTracker`.
+
+Workers are reused across trials (``reuse_actors``): a trial that ASHA stops costs its epochs,
+not a new process, imports and data. The packed data come from the worker's
+:data:`pipeline.sweep_data.WORKER_CACHE`, read by its first trial; each trial still builds its own
+seeded model, criterion and loader, restores its own checkpoint and opens its own MLflow run, and
+reports ``setup_s``, what it spent before its first epoch.
 """
 
 from __future__ import annotations
@@ -23,15 +29,25 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ddrn.config import ExperimentSpec, ProjectConfig
-from ddrn.data import PackedSplit, ValidationSplit, open_packed, select_rows, split_validation
+from ddrn.data import (
+    PackedSplit,
+    ValidationSplit,
+    make_train_loader,
+    open_packed,
+    split_validation,
+)
 from ddrn.errors import ConfigError, DDRNError
+from ddrn.losses import build_criterion
 from pipeline import rundir
-from pipeline.experiment import TrainingSetup, evaluate_split, prepare_training
+from pipeline.devices import resolve_device
+from pipeline.experiment import TrainingSetup, build_experiment_model, evaluate_split
+from pipeline.sweep_data import WORKER_CACHE, SweepDataCache
 from pipeline.sweep_space import METRIC, apply_knobs, plain
 from pipeline.tracking import TrackingTarget, TrialTracker, log_metrics
 from pipeline.tune import USER_ERROR
@@ -88,15 +104,26 @@ class TrialData:
 
 
 def prepare_trial(config: ProjectConfig, spec: ExperimentSpec, data_root: str | Path,
-                  split: ValidationSplit) -> TrialData:
+                  split: ValidationSplit, cache: SweepDataCache | None = None) -> TrialData:
     """Model, criterion and loader on ``split``'s training identities, plus its query/gallery.
 
     Only the train split of ``<data_root>/<train_set>`` is read; its query/gallery (the test
-    split) is not.
+    split) is not. The data come from ``cache`` (a worker's :data:`~pipeline.sweep_data.WORKER_CACHE`:
+    read by the worker's first trial, shared by the next ones); ``None`` reads them afresh.
+
+    The model, criterion and loader are built as :func:`pipeline.experiment.prepare_training`
+    builds them with ``train_rows`` (same calls, same order, so the same seeded weights and
+    batches); that function opens the store itself and cannot take a cached one.
     """
-    setup = prepare_training(config, spec, data_root, train_rows=split.train)
-    train = setup.packed.splits["train"]
-    return TrialData(setup, select_rows(train, split.query), select_rows(train, split.gallery))
+    directory = Path(data_root) / spec.train_set
+    data = (cache if cache is not None else SweepDataCache(max_entries=1)).get(directory, split)
+    device = resolve_device(spec.train.device)
+    model = build_experiment_model(config, spec, data.num_classes,
+                                   data.packed.num_cameras).to(device)
+    criterion = build_criterion(spec.loss, model.feature_dim, data.num_classes).to(device)
+    loader = make_train_loader(data.train, spec.train, config.input, device, spec.seed)
+    return TrialData(TrainingSetup(data.packed, device, model, criterion, loader), data.query,
+                     data.gallery)
 
 
 class EpochReporter:
@@ -192,6 +219,9 @@ def _run_guarded(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
                  seed: int | None = None) -> None:
     from ray import tune
 
+    from pipeline.tune import allow_trial_cleanup
+
+    allow_trial_cleanup()
     try:
         _run_trial(knobs, ctx, name=name, seed=seed)
     except DDRNError as exc:
@@ -209,6 +239,7 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
 
     from ddrn.engine import fit
 
+    started = time.perf_counter()
     trial_id = tune.get_context().get_trial_id()
     config = ctx.config
     spec = apply_knobs(config, knobs, name=f"sweep-{config.sweep.name}-{name}", seed=seed,
@@ -217,7 +248,7 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
     scratch = Path(ctx.runs_root) if not local else Path(tempfile.gettempdir()) / "ddrn-sweep"
     run_dir = scratch / trial_id
     resumed_from = _restore_checkpoint(tune.get_checkpoint(), run_dir / "checkpoints")
-    data = prepare_trial(config, spec, ctx.data_root, ctx.validation)
+    data = prepare_trial(config, spec, ctx.data_root, ctx.validation, cache=WORKER_CACHE)
     setup = data.setup
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
@@ -229,6 +260,8 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
     try:
         if tracker is not None:
             tracker.start()
+        # What this trial paid before its first epoch in this worker (a reused worker: little).
+        reporter.extra["setup_s"] = round(time.perf_counter() - started, 3)
         fit(setup.model, setup.criterion, setup.loader, spec.train, run_dir, setup.device,
             callbacks=tuple(c for c in (tracker, reporter) if c is not None),
             resume=resumed_from > 0, seed=spec.seed)
@@ -280,6 +313,7 @@ def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
             "nodes": nodes,
             "hostname": metrics.get("hostname"),
             "pid": metrics.get("pid"),
+            "setup_s": plain(metrics.get("setup_s")),
             "resumed_from_epoch": resumed,
         })
     return sorted(trials, key=lambda t: t["trial_id"])

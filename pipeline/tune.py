@@ -155,6 +155,29 @@ def trial_resources(ray_cfg: RayConfig, cluster: dict[str, float]) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
+TRIAL_CLEANUP_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+TRIAL_CLEANUP_S = 120
+"""How long a reused worker waits for its previous trial's clean-up before taking the next one.
+
+With ``reuse_actors`` Tune ends a function trial (ASHA stopped it, or it reached ``max_t``) by
+raising ``SystemExit`` in its thread and joining that thread before the next trial starts in the
+same process. Ray 2.60 waits ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (2 s by default) and then fails
+the *next* trial ("Could not re-use actor"), which costs it a retry. A trial's clean-up (closing
+its MLflow run, uploading its small files, removing its scratch) can take longer than 2 s on a
+busy machine or a remote tracking server."""
+
+
+def allow_trial_cleanup(seconds: int = TRIAL_CLEANUP_S) -> None:
+    """Give this worker's trial clean-up ``seconds`` before Tune reuses the worker (see
+    :data:`TRIAL_CLEANUP_S`).
+
+    Called by the sweep's trainable in its Ray worker, where Tune reads the setting when it resets
+    the worker for the next trial; on a cluster this reaches every node, which a variable set in
+    the driver does not. An explicit setting in the environment wins.
+    """
+    os.environ.setdefault(TRIAL_CLEANUP_ENV, str(seconds))
+
+
 class _TuneReporter:
     """Engine callback: per-epoch metrics (and each checkpoint the engine wrote) to Tune."""
 

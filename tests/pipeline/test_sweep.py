@@ -92,6 +92,43 @@ def test_small_sweep_end_to_end(tmp_path: Path, ray_local: None, mlflow_server,
     assert parent[0].data.metrics["best_mAP"] == pytest.approx(outcome.best["mAP"])
 
 
+def test_the_best_params_file_states_its_validation_score_and_test_command(
+        tmp_path: Path) -> None:
+    """The demo's best configuration file: the validation score and split it was chosen on, the
+    command that trains it on all training ids, and where its test-split numbers land."""
+    from pipeline.sweep import write_outputs
+    from pipeline.sweep_space import dvc_exp_command
+
+    config = load_config(Path(__file__).resolve().parents[2] / "params.yaml", "demo")
+    knobs = {"margin_head": "subcenter", "sampling": "gumbel", "num_embeddings": 32, "k": 2,
+             "tau": 0.2, "margin": 0.3, "scale": 20.0}
+    best = {"trial_id": "t1", "status": "TERMINATED", "knobs": knobs, "epochs": 20,
+            "stopped_early": False, "mAP": 71.25, "R1": 80.5, "best_mAP": 71.25,
+            "curve": [[2, 40.0], [20, 71.25]], "nodes": ["n"], "error": None}
+    validation = {"seed": 0, "fraction": 0.2, "num_train_ids": 96, "num_train_images": 766,
+                  "num_ids": 24, "num_query": 76, "num_gallery": 116, "dropped_queries": 0,
+                  "val_ids": list(range(24))}
+    summary = {"name": "sweep-fig6-demo-x", "experiment_path": "/x", "profile": "demo",
+               "train_set": "occluded_duke", "base_variant": "ddrn", "metric": "mAP",
+               "selection": "validation", "validation": validation, "num_samples": 1,
+               "max_epochs": 20, "grace_period": 2, "reduction_factor": 4,
+               "space": {}, "base": {}, "duration_s": 1.0, "num_nodes": 1, "best": best,
+               "trials": [best]}
+    outcome = write_outputs(config, summary, tmp_path)
+    text = outcome.best_params_path.read_text()
+    assert "selected on VALIDATION identities (the test split was not read)" in text
+    assert "trial t1: validation mAP 71.25 %, R1 80.5 % after 20 epochs" in text
+    assert "24 held-out ids of occluded_duke's train split, 76 queries, 116 gallery" in text
+    assert f"#   {dvc_exp_command(config, knobs)}\n" in text
+    assert ("(test split: metrics/occluded_duke-ddrn-s0.json, metrics/occluded_duke-ddrn-s1.json, "
+            "metrics/occluded_duke-ddrn-s2.json;") in text
+    assert "metrics/occluded_duke-ddrn_sweep_best-s0.json" in text
+    assert "adding ddrn_sweep_best to\n# profiles.demo.experiments.ablation.variants" in text
+    variant = yaml.safe_load(text)["variants"]["ddrn_sweep_best"]
+    assert "validation mAP 71.25 %" in variant["description"]
+    assert variant["loss"]["margin_head"] == "subcenter" and variant["model"]["tau"] == 0.2
+
+
 def test_missing_packed_data_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     from pipeline.cli import run_stage
 
