@@ -230,13 +230,14 @@ def backbone_section(path: Path) -> tuple[str, str]:
     rows = ["| test set | queries | gallery | twin R1 / mAP | occluded R1 / mAP | "
             "random init: twin R1 / mAP | random init: occluded R1 / mAP |",
             "|---|---|---|---|---|---|---|"]
+    def pair(q: dict[str, Any], which: str, split: str) -> str:
+        m = q[which][split]
+        return f"{m['R1']:.1f} / {m['mAP']:.1f}"
+
     for name, q in sorted(doc.get("quality", {}).items()):
-        def pair(which: str, split: str) -> str:
-            m = q[which][split]
-            return f"{m['R1']:.1f} / {m['mAP']:.1f}"
-        rows.append(f"| `{name}` | {q['queries']} | {q['gallery']} | {pair('pretrained', 'twin')} | "
-                    f"{pair('pretrained', 'occluded')} | {pair('random_init', 'twin')} | "
-                    f"{pair('random_init', 'occluded')} |")
+        rows.append(f"| `{name}` | {q['queries']} | {q['gallery']} | {pair(q, 'pretrained', 'twin')} | "
+                    f"{pair(q, 'pretrained', 'occluded')} | {pair(q, 'random_init', 'twin')} | "
+                    f"{pair(q, 'random_init', 'occluded')} |")
     section = "\n\n".join([
         "## The backbone before fine-tuning",
         "Every ViT row fine-tunes from this backbone, the demo's stand-in for ImageNet (the CNN "
