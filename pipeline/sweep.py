@@ -163,7 +163,8 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                     parent_file.write_text(parent.run_id)
             ctx = TrialContext(config, str(data_root.resolve()),
                                f"{exp_path}/trial_runs" if shared_fs else None, split,
-                               parent.target(log_checkpoints=False) if parent else None)
+                               parent.target(log_checkpoints=False) if parent else None,
+                               root=str(Path.cwd().resolve()))
             trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), resources)
             log.info("sweep %s: %d trials of <= %d epochs, %s each, <= %d at once, storage %s",
                      exp_name, sweep.num_samples, max_epochs, resources,

@@ -71,6 +71,9 @@ class TrialContext:
     tracking: TrackingTarget | None = None
     epochs: int | None = None
     """Epochs every trial trains (None: ``sweep.max_epochs``); the Fig. 6 grid sets its own."""
+    root: str | None = None
+    """The repository root, where the trial works: params paths (``model.pretrained``) are
+    relative to it, and Tune starts a trial in its own directory."""
 
 
 def validation_split(config: ProjectConfig, data_root: str | Path) -> ValidationSplit:
@@ -240,6 +243,8 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
     from ddrn.engine import fit
 
     started = time.perf_counter()
+    if ctx.root is not None and Path(ctx.root).is_dir():
+        os.chdir(ctx.root)  # a trial actor is its own process: this affects nobody else
     trial_id = tune.get_context().get_trial_id()
     config = ctx.config
     spec = apply_knobs(config, knobs, name=f"sweep-{config.sweep.name}-{name}", seed=seed,
