@@ -110,7 +110,7 @@ def test_paper_profile_only_checks_the_file(tmp_path: Path, monkeypatch: pytest.
 
 def test_corpus_identities_are_not_the_test_sets() -> None:
     """The demo corpus draws its people from its own seed: none equals a re-ID set's person."""
-    config = load_config("params.yaml")
+    config = load_config(Path(__file__).resolve().parents[2] / "params.yaml")
     corpus = config.pretrain.corpus
     assert corpus is not None and corpus.seed not in {
         ds.synthetic.seed for ds in config.datasets.values()}

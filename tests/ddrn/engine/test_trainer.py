@@ -158,7 +158,9 @@ def test_demo_embedding_space_keeps_its_codes_alive(occluded_train: PackedSplit,
     """
     config = load_config(PARAMS, "demo")
     spec = config.resolve("occluded_duke", variant, 0)
-    model_cfg = dataclasses.replace(spec.model, **(OLD_CODEBOOK if old else {}))
+    # From random weights, as before the pretrain stage (its output is absent from a fresh clone).
+    model_cfg = dataclasses.replace(spec.model, pretrained=None,
+                                    **(OLD_CODEBOOK if old else {}))
     train_cfg = dataclasses.replace(spec.train, epochs=5, iters_per_epoch=12, warmup_epochs=1)
     num_classes = int(np.unique(occluded_train.pids).size)
     torch.manual_seed(0)

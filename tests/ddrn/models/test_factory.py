@@ -1,5 +1,6 @@
 """Contract tests over every variant in params.yaml (demo profile: the tiny ViT, 64x32 inputs)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,18 @@ CONFIG = load_config(PARAMS, "demo")
 NUM_CLASSES, BATCH = 4, 8
 
 
+def random_init(spec):
+    """``spec``'s model from random weights: the demo's ``model.pretrained`` is the pretrain
+    stage's output, absent from a fresh clone, and these tests check the architecture."""
+    return dataclasses.replace(spec.model, pretrained=None)
+
+
 @pytest.mark.parametrize("variant", sorted(CONFIG.variants))
 def test_every_variant_builds_trains_and_honours_the_output_contract(variant):
     spec = CONFIG.resolve("occluded_duke", variant, 0)
     torch.manual_seed(0)
     size = (CONFIG.input.height, CONFIG.input.width)
-    model = build_model(spec.model, NUM_CLASSES, num_cameras=2, input_size=size)
+    model = build_model(random_init(spec), NUM_CLASSES, num_cameras=2, input_size=size)
     criterion = build_criterion(spec.loss, model.feature_dim, NUM_CLASSES)
     images = torch.randn(BATCH, 3, *size)
     pids = torch.arange(NUM_CLASSES).repeat_interleave(BATCH // NUM_CLASSES)
@@ -50,6 +57,6 @@ def test_every_variant_builds_trains_and_honours_the_output_contract(variant):
 
 def test_wrong_input_size_names_the_fix():
     spec = CONFIG.resolve("occluded_duke", "vit_baseline", 0)
-    model = build_model(spec.model, NUM_CLASSES, input_size=(64, 32))
+    model = build_model(random_init(spec), NUM_CLASSES, input_size=(64, 32))
     with pytest.raises(ValueError, match="input_size"):
         model(torch.randn(1, 3, 256, 128))
