@@ -63,6 +63,7 @@ from pipeline.sweep_space import (
 from pipeline.sweep_trial import (
     TrialContext,
     collect_trials,
+    run_config,
     start_or_restore,
     sweep_trial,
     validation_split,
@@ -190,10 +191,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                         # One worker runs trial after trial (pipeline.sweep_trial): a trial ASHA
                         # stops costs its epochs, not a new process, imports and data.
                         reuse_actors=True),
-                    run_config=tune.RunConfig(
-                        name=exp_name, storage_path=storage, verbose=0,
-                        failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
-                        checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                    run_config=run_config(exp_name, storage, config))
             grid = tuner.fit()
             trials = collect_trials(grid, max_epochs)
             num_nodes = len({n for t in trials for n in t["nodes"]})

@@ -190,7 +190,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
     """
     from ray import tune
 
-    from pipeline.sweep_trial import collect_trials, grid_trial, start_or_restore
+    from pipeline.sweep_trial import collect_trials, grid_trial, run_config, start_or_restore
 
     sweep = config.sweep
     epochs = grid_epochs(config)
@@ -214,10 +214,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
                                         max_concurrent_trials=sweep.max_concurrent_trials,
                                         trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+            run_config=run_config(name, storage, config))
     trials = collect_trials(tuner.fit(), epochs)
     base = base_knobs(config)
     return GridStudy(

@@ -15,6 +15,17 @@ from typing import Any
 
 from pipeline.sweep_grid import GridStudy
 
+
+def write_png(fig: Any, path: Path) -> Path:
+    """Lay out, save (110 dpi) and close a pyplot figure of the sweep report; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 METRICS = (("R1", "tab:blue"), ("mAP", "tab:orange"))
 """What each panel plots (validation, percent), and in which colour."""
 
@@ -104,11 +115,7 @@ def plot_grid(study: GridStudy, path: Path) -> Path:
             f"\nVALIDATION split: {v['num_ids']} held-out training ids of {study.train_set}, "
             f"{study.epochs} epochs; mean of {len(study.seeds)} seed(s), dots = seeds, "
             "bars = min-max", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 def _lines(ax: Any, row: list[Cell]) -> None:

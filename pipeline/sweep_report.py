@@ -29,7 +29,7 @@ from ddrn.config import SearchDim
 from ddrn.errors import DataError
 from pipeline.cli import base_parser, run_stage
 from pipeline.sweep_grid import GRID_FILE, GridStudy
-from pipeline.sweep_grid_report import grid_section, plot_grid
+from pipeline.sweep_grid_report import grid_section, plot_grid, write_png
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,7 @@ def plot_tpe(summary: Mapping[str, Any], path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(f"TPE samples of {summary['name']}: {split_label(summary)} mAP, all knobs "
                  "moving together (hollow = stopped early by ASHA)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 def plot_asha(summary: Mapping[str, Any], path: Path) -> Path:
@@ -185,11 +181,7 @@ def plot_asha(summary: Mapping[str, Any], path: Path) -> Path:
                  f"factor {summary['reduction_factor']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 _KNOB_LABELS = {"num_embeddings": "codebook size x", "tau": "Gumbel temperature tau",

@@ -324,6 +324,16 @@ def collect_trials(grid: Any, max_epochs: int) -> list[dict[str, Any]]:
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
+def run_config(name: str, storage: str, config: ProjectConfig) -> Any:
+    """Tune's run settings of a sweep experiment (the TPE search and the Fig. 6 grid): quiet,
+    ``ray.max_failures`` retries, only the last checkpoint of a trial kept."""
+    from ray import tune
+
+    return tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                          failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
 def start_or_restore(exp_path: str, resume: bool, shared_fs: bool) -> bool:
     """Whether to continue the Tune experiment at ``exp_path`` (``Tuner.restore``).
 
