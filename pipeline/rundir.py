@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -77,6 +78,15 @@ def run_state(run_dir: Path, fingerprint: str) -> RunState:
     if spec is not None and spec.get("fingerprint") == fingerprint:
         return "partial"
     return "stale"
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (free on one filesystem; Tune copies a reported checkpoint
+    folder into its storage anyway), or copy it across filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def clear_scratch(run_dir: Path) -> None:

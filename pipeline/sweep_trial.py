@@ -174,7 +174,7 @@ class EpochReporter:
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=scratch) as tmp:
             # Tune copies this folder into its storage: the engine checkpoint plus its epoch.
-            _link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
+            rundir.link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
             (Path(tmp) / "tune_epoch.json").write_text(
                 json.dumps({"epoch": epoch, "file": checkpoint.name}))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -364,10 +364,3 @@ def _restore_checkpoint(checkpoint: Any, ckpt_dir: Path) -> int:
         shutil.copy2(Path(src) / meta["file"], ckpt_dir / meta["file"])
     log.info("resuming %s from Tune's checkpoint of epoch %d", ckpt_dir.parent, meta["epoch"])
     return int(meta["epoch"])
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -81,6 +81,10 @@ def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSp
         name = f"train-{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
         outcomes = run_trials(job, [s.name for s in todo], config.ray, name)
         failed = [o for o in outcomes if not o.ok]
+        workers = {o.worker_pid for o in outcomes if o.worker_pid is not None}
+        if workers:
+            log.info("train: %d trials finished on %d Ray workers", len(outcomes) - len(failed),
+                     len(workers))
         counts = {"trained": len(outcomes) - len(failed), "skipped": len(done),
                   "failed": len(failed)}
         if run is not None:

@@ -68,6 +68,8 @@ class TrialOutcome:
     ok: bool
     epochs: int
     error: str | None = None
+    worker_pid: int | None = None
+    """The Ray worker process that finished it (workers are reused across trials)."""
 
 
 @contextmanager
@@ -171,7 +173,7 @@ def allow_trial_cleanup(seconds: int = TRIAL_CLEANUP_S) -> None:
     """Give this worker's trial clean-up ``seconds`` before Tune reuses the worker (see
     :data:`TRIAL_CLEANUP_S`).
 
-    Called by the sweep's trainable in its Ray worker, where Tune reads the setting when it resets
+    Called by every trainable (train stage, sweep, Fig. 6 grid) in its Ray worker, where Tune reads the setting when it resets
     the worker for the next trial; on a cluster this reaches every node, which a variable set in
     the driver does not. An explicit setting in the environment wins.
     """
@@ -198,18 +200,11 @@ class _TuneReporter:
         # attempt's rundir.prepare() removes it, instead of a folder in /tmp nobody owns.
         with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX,
                                          dir=checkpoint.parent.parent) as tmp:
-            _link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
+            rundir.link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
             rundir.write_json(Path(tmp) / "tune_meta.json",
                               {"epoch": epoch, "fingerprint": self.fingerprint,
                                "file": checkpoint.name})
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same filesystem: free; Tune copies it into its storage anyway
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _restore_from_tune(run_dir: Path, fingerprint: str) -> bool:
@@ -243,6 +238,7 @@ def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
     """
     from ray import tune
 
+    allow_trial_cleanup()
     try:
         _train_trial(trial_config, job)
     except DDRNError as exc:
@@ -259,7 +255,8 @@ def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
 
     if Path(job.root).is_dir():
         # Tune starts trials in their own directory; the data paths in params are relative to
-        # the repository root (a trial actor is its own process, so this affects nobody else).
+        # the repository root (a worker runs one trial at a time, and every trial of the stage
+        # wants the same root, so a reused worker is left where the next trial needs it).
         os.chdir(job.root)
     config = load_config(job.params_path, job.profile)
     spec = config.experiment(trial_config["experiment"])
@@ -293,9 +290,9 @@ def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
     with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=run_dir) as tmp:
         for name in BUNDLE_FILES:
             if (run_dir / name).is_file():
-                _link_or_copy(run_dir / name, Path(tmp) / name)
+                rundir.link_or_copy(run_dir / name, Path(tmp) / name)
         tune.report({"epoch": reporter.last_epoch or spec.train.epochs, "finished": 1.0,
-                     "train_seconds": done["seconds"]},
+                     "train_seconds": done["seconds"], "worker_pid": os.getpid()},
                     checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -362,7 +359,10 @@ def run_trials(job: TrialJob, experiments: Sequence[str], ray_cfg: RayConfig,
             trainable,
             param_space={"experiment": tune.grid_search(list(experiments))},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=ray_cfg.max_concurrent_trials, reuse_actors=False,
+                # Reused workers: a trial pays for its own epochs, not for a new process and
+                # its imports (~6 s of one core each, 39 trials in the demo); every trial seeds
+                # its own model and loader, so the weights are bit-identical either way.
+                max_concurrent_trials=ray_cfg.max_concurrent_trials, reuse_actors=True,
                 trial_name_creator=lambda t: t.config["experiment"],
                 trial_dirname_creator=lambda t: t.config["experiment"]),
             run_config=tune.RunConfig(
@@ -378,7 +378,9 @@ def run_trials(job: TrialJob, experiments: Sequence[str], ray_cfg: RayConfig,
             metrics = result.metrics or {}
             if result.error is None and metrics.get("finished"):
                 _collect(result.checkpoint, Path(job.runs_dir) / exp)
-                outcomes.append(TrialOutcome(exp, True, int(metrics.get("epoch", 0))))
+                pid = metrics.get("worker_pid")
+                outcomes.append(TrialOutcome(exp, True, int(metrics.get("epoch", 0)),
+                                             worker_pid=int(pid) if pid is not None else None))
             elif metrics.get(USER_ERROR):
                 outcomes.append(TrialOutcome(exp, False, int(metrics.get("epoch") or 0),
                                              str(metrics[USER_ERROR])))

@@ -56,8 +56,11 @@ def demo():
 def test_the_demo_sweep_trains_as_long_as_the_fine_tuning_recipe(demo) -> None:
     sweep = demo.sweep
     assert sweep.max_epochs == demo.train.epochs == 20
-    # The first rung comes after the warm-up: before it every trial runs on a rising LR.
-    assert sweep.grace_period >= demo.train.warmup_epochs
+    # The first rung (epoch 1) falls inside the 2-epoch warm-up: fine-tuning from the pretrained
+    # backbone ranks the knobs that early well enough (benchmarks/bench_sweep.py: the best
+    # configuration it kept scored within one seed std of the best run to the end), and a later
+    # first rung left ASHA at 0.39 of the full trial-epochs.
+    assert sweep.grace_period * sweep.reduction_factor ** 2 < sweep.max_epochs  # three rungs
 
 
 def test_the_demo_asha_spends_a_third_of_the_full_trial_epochs(demo) -> None:
@@ -72,11 +75,11 @@ def test_the_demo_asha_spends_a_third_of_the_full_trial_epochs(demo) -> None:
         assert epochs[int(np.argmax(quality))] == sweep.max_epochs
         spent.append(sum(epochs) / full)
     # Asynchronous promotion lets the first trials at a rung through unopposed, so at this budget
-    # ASHA spends about a third of running every trial to the end (0.34 on these orders; the
-    # rungs alone, with infinitely many trials, a fifth). The old demo settings (12 trials,
-    # grace 6, factor 2) spent 0.65. TPE hands out better trials later, which ASHA then rightly
-    # lets run: the benchmark measures that.
-    assert np.mean(spent) <= 0.35, spent
+    # ASHA spends under a third of running every trial to the end (0.29 on these orders with rungs
+    # at 1, 3 and 9; rungs at 2 and 8, factor 4, spent 0.34, and the old demo settings, 12 trials,
+    # grace 6, factor 2, 0.65). TPE hands out better trials later, which ASHA then rightly lets
+    # run: the benchmark measures that.
+    assert np.mean(spent) <= 0.31, spent
 
 
 def test_the_simulation_stops_nothing_without_rungs() -> None:

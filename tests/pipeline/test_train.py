@@ -173,6 +173,37 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
     assert train.train(config, params, specs, root, root / "runs")["skipped"] == 2
 
 
+def test_a_reused_worker_trains_what_a_fresh_one_does(tiny_project: tuple[Path, Path],
+                                                     ray_local: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trials share Ray workers (no new process per trial), and the second trial of a worker
+    ends with the very weights the same experiment gets from a worker of its own."""
+    from ddrn.engine.provenance import load_weights
+
+    root, params = tiny_project
+    monkeypatch.chdir(root)
+    config = load_config(params)
+    first, second = (s.name for s in config.experiments_list())
+    one_at_a_time = RayConfig(cpus_per_trial=1, max_concurrent_trials=1, max_failures=0)
+
+    def run(names: list[str], runs: str) -> list[tune.TrialOutcome]:
+        job = tune.TrialJob(params_path=str(params), profile=config.profile, root=str(root),
+                            runs_dir=str(root / runs))
+        return tune.run_trials(job, names, one_at_a_time, f"reuse-{runs}")
+
+    shared = run([first, second], "shared")
+    assert [o.ok for o in shared] == [True, True]
+    assert shared[0].worker_pid is not None and shared[0].worker_pid == shared[1].worker_pid
+    alone = run([second], "alone")
+    assert alone[0].ok and alone[0].worker_pid != shared[1].worker_pid
+    fingerprint = config.fingerprint(config.experiment(second))
+    reused, _ = load_weights(root / "shared" / second / "model.pt", second, fingerprint)
+    fresh, _ = load_weights(root / "alone" / second / "model.pt", second, fingerprint)
+    assert reused.keys() == fresh.keys()
+    for key in reused:
+        assert torch.equal(reused[key], fresh[key]), key
+
+
 def test_corrupt_finished_run_is_trained_again(tmp_path: Path) -> None:
     config = config_from_dict(tiny_params())
     spec = config.experiments_list()[0]
