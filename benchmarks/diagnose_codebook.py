@@ -69,7 +69,8 @@ def run_one(row: str, variant: str, seed: int, overrides: dict[str, Any],
     from ddrn.config import load_config
     from ddrn.data import open_packed
     from ddrn.engine import fit
-    from pipeline.experiment import PACKED_ROOT, evaluate_split, prepare_training
+    from pipeline.experiment import PACKED_ROOT, prepare_training
+    from pipeline.scoring import evaluate_split
 
     config = load_config(ROOT / "params.yaml", "demo")
     spec = config.resolve(TRAIN_SET, variant, seed)

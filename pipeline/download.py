@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ddrn.atomic import atomic_write_text
 from ddrn.config import DatasetConfig
 from ddrn.data import generate_synthetic, load_dataset, save_dataset_grid
 from ddrn.errors import DataError
@@ -190,7 +191,7 @@ def _marker(out: Path) -> dict | None:
 
 
 def _write_marker(folder: Path, marker: dict) -> None:
-    (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

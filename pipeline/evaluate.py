@@ -2,7 +2,7 @@
 
 ``python -m pipeline.evaluate [--experiment NAME]`` evaluates one experiment (repeatable) or every
 experiment of the profile: ``eval/<exp>/<test_set>.npz`` (features, rankings and per-query
-results for the report; per query: :func:`pipeline.experiment.evaluate_experiment`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
+results for the report; per query: :func:`pipeline.scoring.evaluate_experiment`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
 logs the metrics into the experiment's MLflow training run when tracking is on (plus an
 ``evaluate`` parent run per invocation holding the metrics files as artifacts).
 """
@@ -20,8 +20,9 @@ from typing import Any
 from ddrn.atomic import atomic_write_text
 from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline.cli import base_parser, load_params, run_stage
-from pipeline.experiment import PACKED_ROOT, evaluate_experiment
+from pipeline.experiment import PACKED_ROOT
 from pipeline.preflight import check_experiments
+from pipeline.scoring import evaluate_experiment
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _log_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path, packe
     import torch
 
     from ddrn.data import open_packed
-    from pipeline.experiment import load_trained_model
+    from pipeline.scoring import load_trained_model
     from pipeline.tracking_models import log_trained_model
 
     model, _ = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 test_sets = sorted(counts, key=lambda t: (-counts[t], t))
                 log.info("MLflow: results table at <tracking server>/%s",
                          run.publish_results_view(test_sets))
-    # Each result was logged once as it was computed (pipeline.experiment); not printed again,
+    # Each result was logged once as it was computed (pipeline.scoring); not printed again,
     # except the mark a partial (unfinished) evaluation must carry on the console too.
     for doc in docs:
         if doc.get("partial"):

@@ -41,7 +41,7 @@ from ddrn.models.transreid import is_transreid, read_transreid
 from ddrn.models.weights import unwrap_state_dict
 from pipeline.cli import base_parser, run_stage
 from pipeline.devices import resolve_device
-from pipeline.experiment import evaluate_split
+from pipeline.scoring import evaluate_split
 
 log = logging.getLogger(__name__)
 

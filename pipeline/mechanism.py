@@ -1,6 +1,6 @@
 """Mechanism measurements of one trained experiment, written by the evaluate stage.
 
-:func:`write_mechanism` runs where :func:`pipeline.experiment.evaluate_experiment` already has the
+:func:`write_mechanism` runs where :func:`pipeline.scoring.evaluate_experiment` already has the
 model and the packed test sets open, and writes ``eval/<exp>/mechanism.json`` (one
 :class:`MechanismRecord`), which the report's "Mechanism health" section reads
 (:mod:`pipeline.report_mechanism`). Models without an Embedding Space get no file.

@@ -77,15 +77,41 @@ def check_pack(config: ProjectConfig, name: str, packed_root: Path,
     return meta
 
 
+HUB_SOURCES = ("hub", "hf-hub:")
+"""``model.pretrained`` values timm resolves itself (its default weights, a Hugging Face id)."""
+
+
+def pretrained_source(path: str | None, key: str, backbone: str,
+                      hub: bool = True) -> dict[str, str]:
+    """Where a model's pretrained weights come from: ``{"source": ...}`` plus ``path`` for a file.
+
+    The one check of a ``*pretrained`` setting, shared by every stage that builds a model and by
+    the pretrain stage of the ``paper`` profile: ``None`` means random initialisation, ``hub`` /
+    ``hf-hub:<id>`` are left to timm (``hub``: the model can fetch them; timm's ViT can, the CNN
+    baseline's loader cannot), anything else must be an existing file (not read here).
+
+    Raises:
+        CheckpointError: the file is missing (one line naming ``key`` and where to put it).
+    """
+    if path is None:
+        return {"source": "none (random initialisation)"}
+    if hub and (path == HUB_SOURCES[0] or path.startswith(HUB_SOURCES[1])):
+        return {"source": path}
+    if not Path(path).is_file():
+        raise CheckpointError(f"{key}: pretrained weights {path} not found; download timm's "
+                              f"{backbone} checkpoint and place it at {path} (or set it to null "
+                              f"to train from random weights)")
+    return {"source": "file", "path": path}
+
+
 def check_pretrained(spec: ExperimentSpec, config: ProjectConfig) -> None:
-    """The pretrained weight file the experiment's model loads exists (not read here)."""
+    """The pretrained weights the experiment's model loads are where its config says."""
     model = spec.model
-    key, path = (("resnet_pretrained", model.resnet_pretrained)
-                 if model.arch == "resnet50" else ("pretrained", model.pretrained))
-    if path is not None and not Path(path).is_file():
-        raise CheckpointError(f"profiles.{config.profile}.model.{key} (variant {spec.variant}): "
-                              f"pretrained weights file {path} not found; download it and place "
-                              f"it there (or set {key}: null to train from scratch)")
+    resnet = model.arch == "resnet50"
+    key = "resnet_pretrained" if resnet else "pretrained"
+    pretrained_source(model.resnet_pretrained if resnet else model.pretrained,
+                      f"profiles.{config.profile}.model.{key} (variant {spec.variant})",
+                      model.cnn_backbone if resnet else model.backbone, hub=not resnet)
 
 
 def check_experiments(config: ProjectConfig, specs: Sequence[ExperimentSpec], packed_root: Path,

@@ -34,10 +34,11 @@ from ddrn.config import PRETRAIN_SET, ProjectConfig, weights_file_digest
 from ddrn.data import open_packed
 from ddrn.data.synthetic import generate_synthetic
 from ddrn.engine import fit
-from ddrn.errors import CheckpointError
 from pipeline.cli import base_parser, load_params, run_stage
-from pipeline.experiment import build_experiment_model, evaluate_split, prepare_training
+from pipeline.experiment import build_experiment_model, prepare_training
+from pipeline.preflight import pretrained_source
 from pipeline.preprocess import preprocess_dataset
+from pipeline.scoring import evaluate_split
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,18 @@ CORPUS_FORMAT = "dukemtmc"
 
 
 def check_pretrained_file(config: ProjectConfig) -> dict[str, Any]:
-    """The ``paper`` case: ``model.pretrained`` must name a file that exists. A profile that
-    sets neither it nor a corpus trains from random weights, which is recorded as such.
+    """The ``paper`` case: ``model.pretrained`` must name a file that exists (or timm's hub). A
+    profile that sets neither it nor a corpus trains from random weights, recorded as such.
 
     Raises:
         CheckpointError: the file is missing (one line saying where to put it).
     """
-    path = config.model.pretrained
-    key = f"profiles.{config.profile}.model.pretrained"
-    if path is None:
-        return {"source": "none (random initialisation)"}
-    if path == "hub" or path.startswith("hf-hub:"):
-        return {"source": path}
-    if not Path(path).is_file():
-        raise CheckpointError(f"{key}: ImageNet weights {path} not found; download timm's "
-                              f"{config.model.backbone} checkpoint and place it at {path}")
-    return {"source": "file", "path": path, "sha256_16": weights_file_digest(path)}
+    source: dict[str, Any] = pretrained_source(
+        config.model.pretrained, f"profiles.{config.profile}.model.pretrained",
+        config.model.backbone)
+    if "path" in source:
+        source["sha256_16"] = weights_file_digest(source["path"])
+    return source
 
 
 def pretrain_backbone(config: ProjectConfig, work_dir: Path, threads: int = 2) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from pipeline import report_stats as rstats
 from pipeline import report_tables as tables
 from pipeline import report_views as views
 from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.eval_record import EvalRecord
 from pipeline.published import TABLE2_DATASET
 from pipeline.timing import load_timings
 
@@ -136,20 +137,10 @@ def check_metrics_provenance(config: ProjectConfig, specs: Sequence[ExperimentSp
             "(`evaluate --allow-partial`); their numbers are not final: " + ", ".join(notes)]
 
 
-def load_eval(eval_dir: Path, experiment: str, test_set: str) -> dict[str, np.ndarray] | None:
-    """``eval/<exp>/<test_set>.npz`` as arrays, or ``None`` if missing."""
+def load_eval(eval_dir: Path, experiment: str, test_set: str) -> EvalRecord | None:
+    """``eval/<exp>/<test_set>.npz``, or ``None`` if missing."""
     path = eval_dir / experiment / f"{test_set}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def _pick(arrays: dict[str, np.ndarray], *names: str) -> np.ndarray:
-    for name in names:
-        if name in arrays:
-            return arrays[name]
-    raise KeyError(f"none of {names} in the eval file (keys: {sorted(arrays)})")
+    return EvalRecord.load(path) if path.is_file() else None
 
 
 CODE_PATHS = ("ddrn", "pipeline", "params.yaml", "dvc.yaml", "pyproject.toml")
@@ -302,52 +293,45 @@ def codebook_figure(config: ProjectConfig, specs: Sequence[ExperimentSpec], path
 
 
 def _baseline_and_ddrn(config: ProjectConfig, specs: Sequence[ExperimentSpec],
-                       paths: ReportPaths) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
-    """The Table 2 test set and the eval arrays of the lowest-seed baseline and DDRN models."""
+                       paths: ReportPaths) -> tuple[str, dict[str, EvalRecord]]:
+    """The Table 2 test set and the eval records of the lowest-seed baseline and DDRN models."""
     by_index = tables.ablation_variants(config)
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, EvalRecord] = {}
     for index, label in ((0, "baseline"), (4, "DDRN")):
         cands = sorted(_specs_by_variant(specs, TABLE2_DATASET).get(by_index.get(index, ""), []),
                        key=lambda s: s.seed)
         for spec in cands:
-            arrays = load_eval(paths.eval, spec.name, TABLE2_DATASET)
-            if arrays is not None:
-                out[f"{label} (`{spec.variant}`, seed {spec.seed})"] = arrays
+            record = load_eval(paths.eval, spec.name, TABLE2_DATASET)
+            if record is not None:
+                out[f"{label} (`{spec.variant}`, seed {spec.seed})"] = record
                 break
     return TABLE2_DATASET, out
 
 
-def _split(arrays: dict[str, np.ndarray], which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    feats = _pick(arrays, f"{which}_features", f"{which}_feats", f"{which[0]}_features")
-    pids = _pick(arrays, f"{which}_pids", f"{which[0]}_pids")
-    camids = _pick(arrays, f"{which}_camids", f"{which[0]}_camids")
-    return np.asarray(feats, dtype=np.float32), np.asarray(pids), np.asarray(camids)
-
-
-def tsne_panels(models: dict[str, dict[str, np.ndarray]],
+def tsne_panels(models: dict[str, EvalRecord],
                 n_ids: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Fig. 7's points: the ``n_ids`` identities with the most test images (of the first
-    model's arrays; the same ids for every model), as ``{label: (features, pids, is_query)}``.
+    model's record; the same ids for every model), as ``{label: (features, pids, is_query)}``.
 
     pid 0 is the distractor pool and -1 junk (Market/Duke convention): they are not identities
     and are left out (the distractor pool, the largest "id", was drawn as one cluster).
     """
     first = next(iter(models.values()))
-    pids = np.concatenate([_split(first, "query")[1], _split(first, "gallery")[1]])
+    pids = np.concatenate([first.query.pids, first.gallery.pids])
     ids, counts = np.unique(pids[pids > 0], return_counts=True)
     chosen = ids[np.argsort(-counts, kind="stable")[:n_ids]]
     panels = {}
-    for label, arrays in models.items():
-        qf, qp, _ = _split(arrays, "query")
-        gf, gp, _ = _split(arrays, "gallery")
-        feats, allp = np.concatenate([qf, gf]), np.concatenate([qp, gp])
+    for label, record in models.items():
+        qp, gp = record.query.pids, record.gallery.pids
+        feats = np.concatenate([record.query.features, record.gallery.features])
+        allp = np.concatenate([qp, gp])
         is_query = np.concatenate([np.ones(len(qp), bool), np.zeros(len(gp), bool)])
         keep = np.isin(allp, chosen)
         panels[label] = (feats[keep], allp[keep], is_query[keep])
     return panels
 
 
-def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
+def tsne_figure(config: ProjectConfig, models: dict[str, EvalRecord],
                 paths: ReportPaths) -> Any:
     """Fig. 7: the ``report.tsne_ids`` identities with the most test images, both models."""
     if len(models) < 2:
@@ -356,20 +340,7 @@ def tsne_figure(config: ProjectConfig, models: dict[str, dict[str, np.ndarray]],
                      seed=config.seed)
 
 
-def ranked_gallery(arrays: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k gallery indices per query (cosine, same id *and* camera excluded, as in the
-    evaluation protocol) and whether each is the query's identity: (Q, k), (Q, k)."""
-    qf, qp, qc = _split(arrays, "query")
-    gf, gp, gc = _split(arrays, "gallery")
-    qf = qf / np.clip(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12, None)
-    gf = gf / np.clip(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12, None)
-    dist = -(qf @ gf.T)  # (Q, G)
-    dist[(qp[:, None] == gp[None, :]) & (qc[:, None] == gc[None, :])] = np.inf
-    top = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return top, gp[top] == qp[:, None]
-
-
-def retrieval_figure(config: ProjectConfig, test_set: str, models: dict[str, dict[str, np.ndarray]],
+def retrieval_figure(config: ProjectConfig, test_set: str, models: dict[str, EvalRecord],
                      paths: ReportPaths) -> tuple[Any, str]:
     """Fig. 1 and its caption (how the queries were chosen)."""
     if len(models) < 2:
@@ -379,7 +350,8 @@ def retrieval_figure(config: ProjectConfig, test_set: str, models: dict[str, dic
     packed = open_packed(paths.packed / test_set)
     query, gallery = packed.splits["query"], packed.splits["gallery"]
     k = config.report.topk
-    ranked = {label: ranked_gallery(arrays, k) for label, arrays in models.items()}
+    # The evaluate stage's own ranking (its distance, junk excluded), never a recomputation.
+    ranked = {label: record.ranked(k) for label, record in models.items()}
     (base_label, (_, base_ok)), (ddrn_label, (_, ddrn_ok)) = list(ranked.items())[:2]
     disagree = np.flatnonzero(base_ok[:, 0] != ddrn_ok[:, 0])
     rest = np.setdiff1d(np.arange(len(base_ok)), disagree)
@@ -538,8 +510,7 @@ def build(config: ProjectConfig, paths: ReportPaths, root: Path) -> dict[str, An
                                                                   figure_md] if p)),
                        ("table1.md", f"{header}\n\n{table1_md}"),
                        ("table2.md", f"{header}\n\n{table2_md}")):
-        (paths.out / name).write_text(text.rstrip() + "\n")
-        written.append(paths.out / name)
+        written.append(atomic_write_text(paths.out / name, text.rstrip() + "\n"))
     log.info("report: wrote %s", ", ".join(str(p) for p in written))
     return {"markdown": written, "figures": figures, "docs": docs}
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ddrn.atomic import atomic_path
+
 DPI = 110
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -30,8 +32,8 @@ def variant_colours(variants: Sequence[str]) -> dict[str, str]:
 
 
 def _save(fig: Figure, path: Path) -> Figure:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a failed save leaves the previous figure, not half a PNG
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI, bbox_inches="tight")
     return fig
 
 

@@ -19,7 +19,6 @@ import numpy as np
 
 from ddrn.config import ExperimentSpec
 from ddrn.errors import DataError
-from ddrn.evaluation import QueryMetrics
 from ddrn.evaluation.uncertainty import (
     Interval,
     QueryScores,
@@ -28,7 +27,7 @@ from ddrn.evaluation.uncertainty import (
     paired_scores,
     ratio_interval,
 )
-from pipeline.experiment import QUERY_KEYS
+from pipeline.eval_record import EvalRecord, QueryResults
 
 METRICS: dict[str, str] = {"R1": "hit@1", "mAP": "AP", "mINP": "INP"}
 """Metric -> the per-query quantity it is the mean of."""
@@ -44,25 +43,23 @@ METHOD_TEXT = (
     "the same queries, the interval bootstrapped over the per-(seed, query) differences.")
 
 
-def _per_query(arrays: dict[str, np.ndarray], split: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """``{metric: (query index, values)}`` of one split of an eval file, None without them."""
-    if f"{split}_scored" not in arrays:
-        return None
-    # The arrays experiment.query_arrays wrote, in QueryMetrics' field order.
-    per = QueryMetrics(*(np.asarray(arrays[f"{split}_{key}"]) for key in QUERY_KEYS))
+def _per_query(results: QueryResults) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{metric: (query index, values)}`` of one split of an eval file."""
+    per = results.per_query
     return {"R1": (per.index, per.hits(1)), "mAP": (per.index, per.ap.astype(np.float64)),
             "mINP": (per.index, per.inp.astype(np.float64))}
 
 
-def _twin_to_query(arrays: dict[str, np.ndarray],
+def _twin_to_query(record: EvalRecord,
                    twin: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Twin results re-indexed by the occluded query of the same file name (the twin lives in
     another folder: ``query_twin/<name>`` pairs with ``query/<name>``)."""
     def name(path: object) -> str:
         return str(path).replace("\\", "/").rsplit("/", 1)[-1]
 
-    q_paths = {name(p): i for i, p in enumerate(arrays["query_paths"])}
-    t_paths = [name(p) for p in arrays["twin_paths"]]
+    assert record.twin is not None
+    q_paths = {name(p): i for i, p in enumerate(record.query.paths)}
+    t_paths = [name(p) for p in record.twin.paths]
     out = {}
     for metric, (index, values) in twin.items():
         q_index = np.array([q_paths.get(t_paths[i], -1) for i in index], dtype=np.int64)
@@ -168,15 +165,12 @@ def load_stats(eval_dir: Path, specs: Sequence[ExperimentSpec], docs: Sequence[d
             path = eval_dir / spec.name / f"{test_set}.npz"
             if not path.is_file():
                 continue
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            found = {test_set: _per_query(arrays, "query")}
-            twin = _per_query(arrays, "twin")
-            if twin is not None:
+            record = EvalRecord.load(path)
+            found = {test_set: _per_query(record.query_results)}
+            if record.twin_results is not None:
+                twin = _per_query(record.twin_results)
                 _check(path, "twin", twin, doc["results"].get(f"{test_set}/twin"))
-                found[f"{test_set}/twin"] = _twin_to_query(arrays, twin)
-            if found[test_set] is None:
-                continue
+                found[f"{test_set}/twin"] = _twin_to_query(record, twin)
             _check(path, "query", found[test_set], doc["results"].get(test_set))
             for key, per_metric in found.items():
                 for metric, vectors in per_metric.items():

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ddrn.atomic import atomic_write_text
+from ddrn.atomic import atomic_path, atomic_write_text
 from ddrn.config import ExperimentSpec
 
 CURVES: dict[str, str] = {
@@ -74,7 +74,7 @@ def write_curves(histories: Mapping[ExperimentSpec, Sequence[Mapping[str, Any]]]
         if not rows:
             continue
         path = out_dir / f"{stem}.csv"
-        with open(path, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["epoch", stem, "experiment", "variant", "seed", "train_set"])
             w.writerows(rows)

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ddrn.atomic import atomic_path
 from pipeline.sweep_grid import GridStudy
 
 
@@ -21,8 +22,8 @@ def write_png(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # a failed save leaves the previous figure, not half a PNG
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
 

@@ -6,7 +6,7 @@ the :class:`~ddrn.data.ValidationSplit` of ``sweep.train_set``'s train split onc
 sampled :class:`~ddrn.config.ExperimentSpec` with :func:`ddrn.engine.fit` on the remaining
 identities only (the classifier sized for them, :func:`prepare_trial`); an engine callback
 (:class:`EpochReporter`) scores mAP on the validation query/gallery after every
-``sweep.eval_every`` epochs, through the evaluate stage's own :func:`pipeline.experiment.evaluate_split`,
+``sweep.eval_every`` epochs, through the evaluate stage's own :func:`pipeline.scoring.evaluate_split`,
 and reports it to Tune with the engine's checkpoint. Tune keeps the last checkpoint in the sweep's
 storage, so a trial restarted after its worker died (``FailureConfig``) or by ``Tuner.restore``
 continues from it, on whichever node it lands. The project's own errors (:class:`~ddrn.errors.DDRNError`)
@@ -23,7 +23,6 @@ reports ``setup_s``, what it spent before its first epoch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -44,13 +43,13 @@ from ddrn.data import (
 )
 from ddrn.errors import ConfigError, DDRNError
 from ddrn.losses import build_criterion
-from pipeline import rundir
 from pipeline.devices import resolve_device
-from pipeline.experiment import TrainingSetup, build_experiment_model, evaluate_split
+from pipeline.experiment import TrainingSetup, build_experiment_model
+from pipeline.scoring import evaluate_split
 from pipeline.sweep_data import WORKER_CACHE, SweepDataCache
 from pipeline.sweep_space import METRIC, apply_knobs, plain
 from pipeline.tracking import TrackingTarget, TrialTracker, log_metrics
-from pipeline.tune import USER_ERROR
+from pipeline.tune import USER_ERROR, report_epoch, restore_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ class EpochReporter:
     def __init__(self, model: Any, query: PackedSplit, gallery: PackedSplit,
                  config: ProjectConfig, device: Any, extra: Mapping[str, Any],
                  tracker: TrialTracker | None = None, scratch: Path | None = None, *,
-                 max_epochs: int) -> None:
+                 max_epochs: int, fingerprint: str) -> None:
         self.max_epochs = max_epochs
         self.model = model
         self.query = query
@@ -152,9 +151,9 @@ class EpochReporter:
         self.extra = dict(extra)
         self.tracker = tracker
         self.scratch = scratch
+        self.fingerprint = fingerprint
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        from ray import tune
 
         sweep = self.config.sweep
         if epoch % sweep.eval_every and epoch != self.max_epochs:
@@ -166,25 +165,15 @@ class EpochReporter:
                          for k, v in scores.items()}, step=epoch)
         report = {**{f"train/{k}": float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float))}, **scores, "epoch": epoch, **self.extra}
-        if checkpoint is None or not checkpoint.is_file():
-            tune.report(report)
-            return
-        # Under the trial's run dir (not /tmp): removed here, and with the run dir if killed.
-        scratch = self.scratch or checkpoint.parent
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=scratch) as tmp:
-            # Tune copies this folder into its storage: the engine checkpoint plus its epoch.
-            rundir.link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
-            (Path(tmp) / "tune_epoch.json").write_text(
-                json.dumps({"epoch": epoch, "file": checkpoint.name}))
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        scratch = self.scratch or (checkpoint.parent if checkpoint is not None else Path.cwd())
+        report_epoch(report, epoch, checkpoint, scratch, self.fingerprint)
 
 
 def score_model(model: Any, query: PackedSplit, gallery: PackedSplit, config: ProjectConfig,
                 device: Any) -> dict[str, float]:
     """mAP, R1 and mINP (percent) of ``model`` on a query/gallery pair.
 
-    The evaluate stage's path (:func:`pipeline.experiment.evaluate_split`): the same features,
+    The evaluate stage's path (:func:`pipeline.scoring.evaluate_split`): the same features,
     distance, re-ranking setting and junk rule as the test numbers.
     """
     res = evaluate_split(model, config, query, gallery, device)["metrics"]
@@ -252,15 +241,17 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
     local = ctx.runs_root is None
     scratch = Path(ctx.runs_root) if not local else Path(tempfile.gettempdir()) / "ddrn-sweep"
     run_dir = scratch / trial_id
-    resumed_from = _restore_checkpoint(tune.get_checkpoint(), run_dir / "checkpoints")
+    fingerprint = config.fingerprint(spec)
+    resumed_from = restore_checkpoint(run_dir / "checkpoints", fingerprint, keep_local=False)
     data = prepare_trial(config, spec, ctx.data_root, ctx.validation, cache=WORKER_CACHE)
     setup = data.setup
     where = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
-    tracker = (TrialTracker(ctx.tracking, spec, config.input, config.fingerprint(spec))
+    tracker = (TrialTracker(ctx.tracking, spec, config.input, fingerprint)
                if ctx.tracking else None)
     reporter = EpochReporter(setup.model, data.query, data.gallery, config, setup.device, where,
-                             tracker, scratch=run_dir, max_epochs=spec.train.epochs)
+                             tracker, scratch=run_dir, max_epochs=spec.train.epochs,
+                             fingerprint=fingerprint)
     ok = False
     try:
         if tracker is not None:
@@ -269,7 +260,7 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
         reporter.extra["setup_s"] = round(time.perf_counter() - started, 3)
         fit(setup.model, setup.criterion, setup.loader, spec.train, run_dir, setup.device,
             callbacks=tuple(c for c in (tracker, reporter) if c is not None),
-            resume=resumed_from > 0, seed=spec.seed)
+            resume=resumed_from > 0, seed=spec.seed, owner=(spec.name, fingerprint))
         ok = True
     except SystemExit:
         ok = True  # Tune ends a function trial this way: ASHA stopped it, or it reached max_t
@@ -347,20 +338,3 @@ def start_or_restore(exp_path: str, resume: bool, shared_fs: bool) -> bool:
         log.info("starting over: removing %s (pass --resume to continue it)", exp_path)
         shutil.rmtree(exp_path)
     return restoring
-
-
-def _restore_checkpoint(checkpoint: Any, ckpt_dir: Path) -> int:
-    """Put Tune's checkpoint (if any) in the engine's checkpoint folder; return its epoch.
-
-    Tune's copy is the source of truth: it matches the trial's reported ``epoch``, so the engine
-    resumes exactly where the reports stopped, on whichever node the trial now runs.
-    """
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # never resume a stranger's or a newer state
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as src:
-        meta = json.loads((Path(src) / "tune_epoch.json").read_text())
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(src) / meta["file"], ckpt_dir / meta["file"])
-    log.info("resuming %s from Tune's checkpoint of epoch %d", ckpt_dir.parent, meta["epoch"])
-    return int(meta["epoch"])

@@ -12,8 +12,9 @@ Layout of what is recorded (one MLflow experiment per profile, ``tracking.experi
     stage: report <time>          parent run of the report stage: the markdown and figures
 
 Every run carries the source and git commit tags MLflow's UI shows (``mlflow.source.name``,
-``mlflow.source.git.commit``). Train, evaluate and sweep runs name the headline metrics alike:
-``<test_set>.mAP``, ``<test_set>.R1`` (a sweep scores on its training set's test split).
+``mlflow.source.git.commit``). Train and evaluate runs name the headline metrics
+``<test_set>.mAP``, ``<test_set>.R1``; a sweep trial, scored on held-out training identities and
+never on a test split, logs ``<train_set>/val.mAP``, ``<train_set>/val.R1`` instead.
 
 Why the trial logs for itself (the ``setup_mlflow`` way) rather than Ray's driver-side
 ``MLflowLoggerCallback``: on a cluster the checkpoint exists only on the worker that trained it, so

@@ -180,52 +180,75 @@ def allow_trial_cleanup(seconds: int = TRIAL_CLEANUP_S) -> None:
     os.environ.setdefault(TRIAL_CLEANUP_ENV, str(seconds))
 
 
-class _TuneReporter:
-    """Engine callback: per-epoch metrics (and each checkpoint the engine wrote) to Tune."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self.fingerprint = fingerprint
-        self.last_epoch = 0
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        from ray import tune
-
-        self.last_epoch = epoch
-        report = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        report["epoch"] = epoch
-        if checkpoint is None or not checkpoint.is_file():
-            tune.report(report)
-            return
-        # Scratch inside the run dir, not /tmp: a trial killed here leaves it where the next
-        # attempt's rundir.prepare() removes it, instead of a folder in /tmp nobody owns.
-        with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX,
-                                         dir=checkpoint.parent.parent) as tmp:
-            rundir.link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
-            rundir.write_json(Path(tmp) / "tune_meta.json",
-                              {"epoch": epoch, "fingerprint": self.fingerprint,
-                               "file": checkpoint.name})
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+CHECKPOINT_META = "tune_checkpoint.json"
+"""What a checkpoint folder reported to Tune holds besides the engine's file: epoch, fingerprint,
+file name. The train stage's and the sweep's trials report and restore through the same two
+functions below, so a checkpoint means the same thing in both."""
 
 
-def _restore_from_tune(run_dir: Path, fingerprint: str) -> bool:
-    """Put Tune's latest checkpoint into ``run_dir/checkpoints`` when the run dir lacks one
-    (a retried trial on another node). Returns whether something was restored."""
+def report_epoch(metrics: dict[str, Any], epoch: int, checkpoint: Path | None, scratch: Path,
+                 fingerprint: str) -> None:
+    """Report one epoch's ``metrics`` to Tune, with the engine's ``checkpoint`` when it wrote one.
+
+    The checkpoint is handed over in a folder under ``scratch`` (the trial's run dir, never
+    /tmp: a trial killed here leaves it where the next attempt's clean-up removes it).
+    """
+    from ray import tune
+
+    if checkpoint is None or not checkpoint.is_file():
+        tune.report(metrics)
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=rundir.SCRATCH_PREFIX, dir=scratch) as tmp:
+        rundir.link_or_copy(checkpoint, Path(tmp) / checkpoint.name)
+        rundir.write_json(Path(tmp) / CHECKPOINT_META,
+                          {"epoch": epoch, "fingerprint": fingerprint, "file": checkpoint.name})
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def restore_checkpoint(ckpt_dir: Path, fingerprint: str, keep_local: bool) -> int:
+    """Before a trial trains: put Tune's latest checkpoint of it into ``ckpt_dir``; returns its
+    epoch (0: Tune has none of this fingerprint).
+
+    The one restore policy of every trial: Tune's copy, when there is one, is the truth and
+    replaces the run dir's own (it is the state of the last *reported* epoch, on whichever node
+    the trial now runs). Without one, ``keep_local`` decides: the train stage keeps the run dir's
+    checkpoint (``runs/`` outlives a killed ``dvc repro``; the engine checks its provenance), a
+    scheduled sweep trial starts over (a local state ahead of the reports would hide epochs from
+    ASHA, which must see every one).
+    """
     from ray import tune
 
     ckpt = tune.get_checkpoint()
-    if ckpt is None:
-        return False
-    with ckpt.as_directory() as d:
-        meta = rundir.read_json(Path(d) / "tune_meta.json")
-        if meta is None or meta.get("fingerprint") != fingerprint:
-            return False
-        target = run_dir / "checkpoints" / str(meta["file"])
-        if target.is_file():
-            return False  # the run dir's own checkpoint is at least as recent
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(d) / str(meta["file"]), target)
-        log.info("restored %s from Tune checkpoint (epoch %s)", target, meta.get("epoch"))
-        return True
+    meta = None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            meta = rundir.read_json(Path(d) / CHECKPOINT_META)
+            if meta is not None and meta.get("fingerprint") == fingerprint:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+                ckpt_dir.mkdir(parents=True)
+                shutil.copy2(Path(d) / str(meta["file"]), ckpt_dir / str(meta["file"]))
+                log.info("%s: resuming from Tune's checkpoint of epoch %s", ckpt_dir.parent,
+                         meta["epoch"])
+                return int(meta["epoch"])
+    if not keep_local:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return 0
+
+
+class _TuneReporter:
+    """Engine callback: per-epoch metrics (and each checkpoint the engine wrote) to Tune."""
+
+    def __init__(self, fingerprint: str, scratch: Path) -> None:
+        self.fingerprint = fingerprint
+        self.scratch = scratch
+        self.last_epoch = 0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        self.last_epoch = epoch
+        report = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        report["epoch"] = epoch
+        report_epoch(report, epoch, checkpoint, self.scratch, self.fingerprint)
 
 
 def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
@@ -263,9 +286,9 @@ def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
     run_dir = Path(job.runs_dir) / spec.name
     fingerprint = config.fingerprint(spec)
     rundir.prepare(run_dir, spec, fingerprint)
-    _restore_from_tune(run_dir, fingerprint)
+    restore_checkpoint(run_dir / "checkpoints", fingerprint, keep_local=True)
 
-    reporter = _TuneReporter(fingerprint)
+    reporter = _TuneReporter(fingerprint, scratch=run_dir)
     tracker = (TrialTracker(job.tracking, spec, config.input, fingerprint=fingerprint)
                if job.tracking else None)
     callbacks: list[Any] = [reporter]

@@ -9,9 +9,10 @@ import pytest
 from ddrn.config import ProjectConfig, config_from_dict
 from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from pipeline import report
-from pipeline.experiment import evaluate_experiment, train_experiment
+from pipeline.experiment import train_experiment
 from pipeline.mechanism import read_mechanism
 from pipeline.report_mechanism import FIGURE, mechanism_section
+from pipeline.scoring import evaluate_experiment
 
 SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,
        "num_cameras": 2, "height": 32, "width": 16, "seed": 3}

@@ -11,7 +11,9 @@ import pytest
 
 from ddrn.config import config_from_dict
 from ddrn.errors import DataError
+from ddrn.evaluation import QueryMetrics
 from pipeline import report_claims, report_stats, report_tables
+from pipeline.eval_record import EvalRecord, QueryResults, SplitImages
 
 VARIANTS = {
     "vit_baseline": {"table2_index": 0},
@@ -33,11 +35,18 @@ def _write(root: Path, name: str, spec, hits: np.ndarray, ap: np.ndarray,
     first = np.where(hits > 0, 0, 3)
     twin_first = np.where(twin_hits > 0, 0, 3)
     paths = np.array([f"raw/query/q{i}.jpg" for i in index])
-    (root / "eval" / name).mkdir(parents=True)
-    np.savez(root / "eval" / name / "occluded_duke.npz", query_scored=index, query_first_hit=first,
-             query_ap=ap, query_inp=ap / 2, query_paths=paths,
-             twin_scored=index, twin_first_hit=twin_first, twin_ap=ap, twin_inp=ap / 2,
-             twin_paths=np.char.replace(paths, "/query/", "/query_twin/"))
+    def images(paths: np.ndarray) -> SplitImages:  # only the paths matter to the statistics
+        n = len(paths)
+        return SplitImages(np.zeros((n, 1)), np.arange(n), np.zeros(n, int), np.zeros(n, bool),
+                           paths)
+
+    def results(first_hit: np.ndarray) -> QueryResults:
+        return QueryResults(QueryMetrics(index, first_hit, ap, ap / 2), np.zeros((Q, 1), int),
+                            np.zeros((Q, 1)))
+
+    EvalRecord(images(paths), images(paths[:1]), results(first),
+               images(np.char.replace(paths, "/query/", "/query_twin/")),
+               results(twin_first)).save(root / "eval" / name / "occluded_duke.npz")
     res = {"R1": 100 * hits.mean(), "mAP": 100 * ap.mean(), "mINP": 50 * ap.mean()}
     twin = {"R1": 100 * twin_hits.mean(), "mAP": 100 * ap.mean(), "mINP": 50 * ap.mean()}
     return {"experiment": name, "variant": spec.variant, "seed": spec.seed,

@@ -122,6 +122,23 @@ def test_stage_deps_cover_every_module_it_runs(dvc_file, stage, cmd, deps) -> No
     assert not missing, f"{dvc_file}:{stage} runs modules none of its deps cover: {missing}"
 
 
+def unused_code_deps(cmd: str, deps: list[str]) -> list[str]:
+    """Code deps (modules and packages of the repository) that no module the stage runs is in."""
+    entries = re.findall(r"python -m ([\w.]+)", cmd)
+    files = [str(p.relative_to(PROJECT)) for p in modules_run_by(entries).values()]
+    code = [d for d in deps if d.split("/")[0] in ("ddrn", "pipeline")]
+    return [d for d in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in files)]
+
+
+@pytest.mark.parametrize(("dvc_file", "stage", "cmd", "deps"), STAGES,
+                         ids=[f"{f}:{s}" for f, s, _, _ in STAGES])
+def test_stage_deps_name_no_code_the_stage_does_not_run(dvc_file, stage, cmd, deps) -> None:
+    # As narrow as the import graph allows: an edit to code a stage never runs (the report's
+    # tables, say) must not make DVC rerun it (and retrain).
+    extra = unused_code_deps(cmd, deps)
+    assert not extra, f"{dvc_file}:{stage} lists code deps it never runs: {extra}"
+
+
 def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones(tmp_path) -> None:
     # The walker itself, on real repository code: pipeline.evaluate imports the tracking models
     # inside a function only, and ddrn.config must be reached from the train entry point.
@@ -140,3 +157,10 @@ def test_an_uncovered_module_is_reported() -> None:
     cmd = next(c for _, s, c, _ in STAGES if s == "train")
     missing = uncovered(cmd, ["pipeline"])
     assert "ddrn/config.py" in missing and not any(m.startswith("pipeline/") for m in missing)
+
+
+def test_a_dep_the_stage_never_runs_is_reported() -> None:
+    # The narrowness check can fail: the report's own code listed as a dep of the train stage.
+    cmd, deps = next((c, d) for _, s, c, d in STAGES if s == "train")
+    assert unused_code_deps(cmd, [*deps, "pipeline/report.py", "ddrn/evaluation"]) == [
+        "pipeline/report.py", "ddrn/evaluation"]

@@ -44,7 +44,8 @@ def test_registered_model_extracts_the_checkpoints_features(
     from ddrn.data import load_dataset, open_packed, pack_dataset
     from ddrn.data.synthetic import generate_synthetic
     from ddrn.evaluation import extract_features
-    from pipeline.experiment import load_trained_model, train_experiment
+    from pipeline.experiment import train_experiment
+    from pipeline.scoring import load_trained_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params("registry-test")))

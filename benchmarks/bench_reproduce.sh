@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The pipeline's cost per experiment: fresh-clone `make reproduce` (install included) of a
+# reference commit and of a candidate, back to back on this machine, and their ratio.
+#
+#   bash benchmarks/bench_reproduce.sh REF [CANDIDATE]    # CANDIDATE defaults to HEAD
+#
+# Each commit is cloned from this repository into a temporary folder and reproduced from
+# nothing (venv, install, every DVC stage); the wall time is divided by the number of
+# experiments that commit's profile trains. Takes as long as the two reproduces (~30 min on
+# 2 cores): not part of `make bench`. Run nothing else heavy meanwhile (the machine is shared).
+set -uo pipefail
+
+ref=${1:?usage: bench_reproduce.sh REF [CANDIDATE]}
+candidate=${2:-HEAD}
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+work=$(mktemp -d -t bench-reproduce-XXXX)
+trap 'rm -rf "$work"' EXIT
+
+declare -A per_exp
+for rev in "$ref" "$candidate"; do
+  sha=$(git -C "$repo" rev-parse --short=7 "$rev") || exit 2
+  dir=$work/$sha
+  git clone -q "$repo" "$dir" && git -C "$dir" checkout -q "$sha"
+  start=$(date +%s)
+  (cd "$dir" && make reproduce > "$work/$sha.log" 2>&1)
+  rc=$?
+  seconds=$(( $(date +%s) - start ))
+  n=$(cd "$dir" && .venv/bin/python -c \
+      "from ddrn.config import load_config; print(len(load_config().experiments_list()))")
+  if [ "$rc" -ne 0 ]; then
+    echo "$sha: make reproduce failed (exit $rc); last lines:"; tail -5 "$work/$sha.log"; exit 1
+  fi
+  per_exp[$rev]=$(python3 -c "print(f'{$seconds / $n:.1f}')")
+  echo "$sha: ${seconds} s for $n experiments = ${per_exp[$rev]} s per experiment;" \
+       "git status after: $(git -C "$dir" status --porcelain | wc -l) changed paths"
+done
+python3 -c "r = ${per_exp[$ref]} / ${per_exp[$candidate]}; \
+print(f'per experiment: {r:.2f}x less time than {\"$ref\"} (goal >= 1.5x)')"
