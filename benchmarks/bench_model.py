@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddrn.config import load_config
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
+from pipeline.params import load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 NUM_CLASSES = 702  # Occluded-Duke's training identities

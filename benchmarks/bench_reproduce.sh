@@ -25,8 +25,13 @@ for rev in "$ref" "$candidate"; do
   (cd "$dir" && make reproduce > "$work/$sha.log" 2>&1)
   rc=$?
   seconds=$(( $(date +%s) - start ))
-  n=$(cd "$dir" && .venv/bin/python -c \
-      "from ddrn.config import load_config; print(len(load_config().experiments_list()))")
+  # load_config moved from ddrn.config to pipeline.params; the reference may predate that.
+  n=$(cd "$dir" && .venv/bin/python -c "
+try:
+    from pipeline.params import load_config
+except ImportError:
+    from ddrn.config import load_config
+print(len(load_config().experiments_list()))")
   if [ "$rc" -ne 0 ]; then
     echo "$sha: make reproduce failed (exit $rc); last lines:"; tail -5 "$work/$sha.log"; exit 1
   fi

@@ -70,8 +70,8 @@ def _params(quick: bool, tracking_uri: str, device: str | None) -> dict[str, Any
 
 def _prepare(work: Path, quick: bool, device: str | None) -> tuple[Path, Path]:
     """Write the params; return them and the packed-data folder (generated for ``--quick``)."""
-    from ddrn.config import load_config
     from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+    from pipeline.params import load_config
     from pipeline.preflight import pack_source
 
     params = work / "params.yaml"
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from mlflow import MlflowClient
 
-    from ddrn.config import load_config
+    from pipeline.params import load_config
     from pipeline.tune import ray_session
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:

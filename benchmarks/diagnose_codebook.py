@@ -66,10 +66,10 @@ def run_one(row: str, variant: str, seed: int, overrides: dict[str, Any],
             epochs: int | None) -> dict[str, Any]:
     """Train and evaluate one (row, variant, seed); returns its result record."""
     torch.set_num_threads(1)
-    from ddrn.config import load_config
     from ddrn.data import open_packed
     from ddrn.engine import fit
     from pipeline.experiment import PACKED_ROOT, prepare_training
+    from pipeline.params import load_config
     from pipeline.scoring import evaluate_split
 
     config = load_config(ROOT / "params.yaml", "demo")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"eval ppl {rec['eval_perplexity']:.1f} dead {rec['eval_dead']} | "
                       f"R1 {rec['R1']:.1f} mAP {rec['mAP']:.1f} ({rec['seconds']:.0f} s)",
                       flush=True)
-    from ddrn.config import load_config
+    from pipeline.params import load_config
 
     x = load_config(ROOT / "params.yaml", "demo").cfg.model.num_embeddings
     table = render_table(load_results(), x)

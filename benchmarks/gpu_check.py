@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from benchmarks.bench_model import PARAMS, Candidate, _make, _time
-from ddrn.config import ProjectConfig, TrainConfig, load_config
+from ddrn.config import TrainConfig
 from ddrn.data import PackedSplit, make_train_loader
 from ddrn.errors import DDRNError
+from pipeline.params import ProjectConfig, load_config
 
 GOAL_SPEEDUP = 1.4
 GOAL_IMAGES_PER_S = 2200.0  # on an H100-class card

@@ -1,43 +1,95 @@
-"""Typed configuration: one object built once from ``params.yaml`` and validated.
+"""The library's typed configuration: model, loss, data, training and evaluation sections.
 
-``params.yaml`` has three top-level keys::
+Each section is a frozen pydantic dataclass: unknown keys, wrong types and impossible values are
+refused when it is built, by :func:`build` (from parsed YAML) or by ``dataclasses.replace``
+(in code), with a one-line :class:`~ddrn.errors.ConfigError` naming the key, e.g.
+``profiles.demo.model.tau: expected a temperature > 0, got -1.0``. Scalars are strict (``"yes"``
+is no boolean, ``"3"`` no integer); the one coercion is YAML 1.2's exponent numbers, which PyYAML
+(YAML 1.1) reads as strings (``3e-3``).
 
-    profile: demo            # the active profile
-    variants: {...}          # model/loss variants shared by every profile (Table 2 rows, Fig. 6, baselines)
-    profiles:
-      demo: {...}            # each profile overrides the defaults below, section by section
-      paper: {...}
-
-The dataclass defaults below *are* the paper's recipe (TransReID's, which DDRN builds on), so the
-``paper`` profile only names what differs from them (its datasets) and the ``demo`` profile says how
-it shrinks the model and data to run on two CPU cores.
-
-Every reader goes through :func:`load_config`, which rejects unknown keys, wrong types and
-impossible values with a one-line :class:`~ddrn.errors.ConfigError` naming the key, before any work
-starts.
+The defaults below *are* the paper's recipe (TransReID's, which DDRN builds on). How a project
+picks and combines sections (``params.yaml``'s profiles, variants and experiments, and the
+pipeline's own sections) is :mod:`pipeline.params`; this package knows nothing of it.
 """
 
-from __future__ import annotations
-
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import field
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic import dataclasses as pydantic_dataclasses
+from pydantic_core import PydanticCustomError
 
-from ddrn.code_digest import training_code_digest
 from ddrn.errors import ConfigError
 
 DATASET_NAMES = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "partial_reid")
 """The five dataset formats the paper evaluates on; ``datasets`` keys must be among them."""
+
+T = TypeVar("T")
+
+section = pydantic_dataclasses.dataclass(
+    frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False, revalidate_instances="never"))
+"""Decorator of every configuration section (pipeline ones included): a frozen standard dataclass
+that pydantic validates on construction."""
+
+rule = model_validator(mode="after")
+"""Decorator of a section's cross-field rules (a method returning ``self``, raising through
+:func:`require`)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Field types: strict scalars, and constraints whose message says what was expected
+# --------------------------------------------------------------------------------------------
+
+
+def must(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
+    """A constraint: values for which ``ok`` is false are refused as "expected ``expected``"."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise PydanticCustomError("expected", "expected {expected}", {"expected": expected})
+        return value
+
+    return AfterValidator(check)
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
+"""A number in exponent notation without a dot (``3e-3``): a float in YAML 1.2, a string in 1.1."""
+
+
+def _yaml12_float(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()) else value
+
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_yaml12_float), Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PositiveInt = Annotated[Int, must(lambda v: v >= 1, "an integer >= 1")]
+NonNegativeInt = Annotated[Int, must(lambda v: v >= 0, "an integer >= 0")]
+Fraction = Annotated[Float, must(lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]")]
+Probability = Annotated[Float, must(lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")]
+Weight = Annotated[Float, must(lambda v: v >= 0, "a weight >= 0")]
+NonEmptyStr = Annotated[Str, must(bool, "a non-empty string")]
+
+
+def require(ok: bool, name: str, expected: str, got: Any) -> None:
+    """A cross-field rule of a section; ``name`` is the field ("": the section itself)."""
+    if not ok:
+        raise ValueError(f"{'.' + name if name else ''}: expected {expected}, got {got!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,39 +97,38 @@ DATASET_NAMES = ("market1501", "dukemtmc", "occluded_duke", "occluded_reid", "pa
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@section
 class SyntheticConfig:
     """Size and difficulty of one generated synthetic set (see :mod:`ddrn.data.synthetic`)."""
 
-    num_train_ids: int = 48
-    num_test_ids: int = 48
-    num_distractor_ids: int = 8
-    images_per_id: int = 8
-    num_cameras: int = 6
-    height: int = 128
-    width: int = 64
-    query_occlusion: float = 1.0
-    gallery_occlusion: float = 0.1
-    train_occlusion: float = 0.1
-    occluded_area: tuple[float, float] = (0.3, 0.6)
-    seed: int = 0
+    num_train_ids: PositiveInt = 48
+    num_test_ids: PositiveInt = 48
+    num_distractor_ids: NonNegativeInt = 8
+    images_per_id: PositiveInt = 8
+    num_cameras: PositiveInt = 6
+    height: Int = 128
+    width: Int = 64
+    query_occlusion: Fraction = 1.0
+    gallery_occlusion: Fraction = 0.1
+    train_occlusion: Fraction = 0.1
+    occluded_area: tuple[Float, Float] = (0.3, 0.6)
+    seed: Int = 0
 
-    def validate(self, key: str) -> None:
-        for name in ("num_train_ids", "num_test_ids", "images_per_id", "num_cameras"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "an integer >= 1", getattr(self, name))
-        _require(self.num_distractor_ids >= 0, f"{key}.num_distractor_ids", "an integer >= 0",
-                 self.num_distractor_ids)
-        _require(self.height >= 16 and self.width >= 8, f"{key}.height/width",
+    @rule
+    def _rules(self) -> "SyntheticConfig":
+        require(self.height >= 16 and self.width >= 8, "height/width",
                  "an image of at least 16x8 pixels", (self.height, self.width))
-        for name in ("query_occlusion", "gallery_occlusion", "train_occlusion"):
-            v = getattr(self, name)
-            _require(0.0 <= v <= 1.0, f"{key}.{name}", "a fraction in [0, 1]", v)
         lo, hi = self.occluded_area
-        _require(0.0 < lo <= hi < 1.0, f"{key}.occluded_area", "[low, high] with 0 < low <= high < 1",
+        require(0.0 < lo <= hi < 1.0, "occluded_area", "[low, high] with 0 < low <= high < 1",
                  self.occluded_area)
+        return self
 
 
-@dataclass(frozen=True)
+def _is_sha256(value: str | None) -> bool:
+    return value is None or (len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()))
+
+
+@section
 class DatasetConfig:
     """Where one dataset comes from.
 
@@ -85,41 +136,32 @@ class DatasetConfig:
     ``http(s)://`` URL; ``sha256`` is checked when given.
     """
 
-    source: str = "synthetic"
-    sha256: str | None = None
+    source: Annotated[Str, must(bool, "'synthetic', a local path or a URL")] = "synthetic"
+    sha256: Annotated[Str | None, must(_is_sha256, "64 hexadecimal characters")] = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    def validate(self, key: str) -> None:
-        _require(bool(self.source), f"{key}.source", "'synthetic', a local path or a URL", self.source)
-        if self.sha256 is not None:
-            ok = len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256.lower())
-            _require(ok, f"{key}.sha256", "64 hexadecimal characters", self.sha256)
-        self.synthetic.validate(f"{key}.synthetic")
 
-
-@dataclass(frozen=True)
+@section
 class InputConfig:
     """Image size and the training augmentations (TransReID's recipe)."""
 
-    height: int = 256
-    width: int = 128
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    flip_prob: float = 0.5
-    padding: int = 10
-    erasing_prob: float = 0.5
+    height: Int = 256
+    width: Int = 128
+    mean: tuple[Float, Float, Float] = (0.5, 0.5, 0.5)
+    std: Annotated[tuple[Float, Float, Float],
+                   must(lambda v: all(s > 0 for s in v), "positive values")] = (0.5, 0.5, 0.5)
+    flip_prob: Probability = 0.5
+    padding: NonNegativeInt = 10
+    erasing_prob: Probability = 0.5
 
-    def validate(self, key: str) -> None:
-        _require(self.height >= 16 and self.width >= 8, f"{key}.height/width",
+    @rule
+    def _rules(self) -> "InputConfig":
+        require(self.height >= 16 and self.width >= 8, "height/width",
                  "an input of at least 16x8 pixels", (self.height, self.width))
-        _require(all(s > 0 for s in self.std), f"{key}.std", "positive values", self.std)
-        for name in ("flip_prob", "erasing_prob"):
-            v = getattr(self, name)
-            _require(0.0 <= v <= 1.0, f"{key}.{name}", "a probability in [0, 1]", v)
-        _require(self.padding >= 0, f"{key}.padding", "an integer >= 0", self.padding)
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class ModelConfig:
     """The network. Defaults: the paper's ViT-B/16 at stride 11 with DDRN's Embedding Space off.
 
@@ -138,62 +180,52 @@ class ModelConfig:
     """
 
     arch: Literal["vit", "resnet50"] = "vit"
-    backbone: str = "vit_base_patch16_224"
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    patch_size: int = 16
-    stride: int = 11
-    drop_path: float = 0.1
-    pretrained: str | None = None
-    sie: bool = False
-    sie_coef: float = 3.0
-    embedding_space: bool = False
-    num_embeddings: int = 128
-    tau: float = 0.1
+    backbone: Str = "vit_base_patch16_224"
+    embed_dim: PositiveInt | None = None
+    depth: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
+    patch_size: PositiveInt = 16
+    stride: Int = 11
+    drop_path: Annotated[Float, must(lambda v: 0.0 <= v < 1.0, "a rate in [0, 1)")] = 0.1
+    pretrained: Str | None = None
+    sie: Bool = False
+    sie_coef: Float = 3.0
+    embedding_space: Bool = False
+    num_embeddings: Annotated[Int, must(lambda v: v >= 2, "an integer >= 2")] = 128
+    tau: Annotated[Float, must(lambda v: v > 0, "a temperature > 0")] = 0.1
     sampling: Literal["gumbel", "default"] = "gumbel"
     # Where the paper is silent, how the Embedding Space keeps its codes alive (measured in
     # docs/embedding_space_diagnostics.md; see ddrn/models/embedding_space.py).
     similarity: Literal["cosine", "dot"] = "cosine"
     train_index: Literal["argmax", "sample"] = "argmax"
-    kmeans_init: bool = True
-    dead_code_threshold: float = 0.1
-    restart_every: int = 1
-    codebook_weight_decay: bool = False
+    kmeans_init: Bool = True
+    dead_code_threshold: Annotated[Float, must(lambda v: v >= 0, "a fraction of the uniform code "
+                                                "share >= 0 (0: no restart)")] = 0.1
+    restart_every: PositiveInt = 1
+    codebook_weight_decay: Bool = False
     id_feature: Literal["global", "local"] = "global"
-    resnet_pretrained: str | None = None
+    resnet_pretrained: Str | None = None
     cnn_backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
-    jpm: bool = False
+    jpm: Bool = False
 
-    def validate(self, key: str) -> None:
-        _require(self.patch_size >= 1, f"{key}.patch_size", "an integer >= 1", self.patch_size)
-        _require(1 <= self.stride <= self.patch_size, f"{key}.stride",
+    @rule
+    def _rules(self) -> "ModelConfig":
+        require(1 <= self.stride <= self.patch_size, "stride",
                  f"an integer in [1, patch_size={self.patch_size}]", self.stride)
-        for name in ("embed_dim", "depth", "num_heads"):
-            v = getattr(self, name)
-            _require(v is None or v >= 1, f"{key}.{name}", "null or an integer >= 1", v)
         if self.depth is not None:
-            _require(self.depth >= 2 or not self.embedding_space, f"{key}.depth",
+            require(self.depth >= 2 or not self.embedding_space, "depth",
                      "at least 2 blocks when embedding_space is on (it sits before the last block)",
                      self.depth)
         if self.embed_dim is not None and self.num_heads is not None:
-            _require(self.embed_dim % self.num_heads == 0, f"{key}.embed_dim",
+            require(self.embed_dim % self.num_heads == 0, "embed_dim",
                      f"a multiple of num_heads={self.num_heads}", self.embed_dim)
-        _require(0.0 <= self.drop_path < 1.0, f"{key}.drop_path", "a rate in [0, 1)", self.drop_path)
-        _require(self.num_embeddings >= 2, f"{key}.num_embeddings", "an integer >= 2",
-                 self.num_embeddings)
-        _require(self.tau > 0, f"{key}.tau", "a temperature > 0", self.tau)
-        _require(not self.jpm or not (self.embedding_space or self.id_feature == "local"),
-                 f"{key}.jpm", "false with embedding_space or id_feature: local (JPM is "
-                 "TransReID's own branch, not combined with DDRN's)", self.jpm)
-        _require(self.dead_code_threshold >= 0, f"{key}.dead_code_threshold",
-                 "a fraction of the uniform code share >= 0 (0: no restart)",
-                 self.dead_code_threshold)
-        _require(self.restart_every >= 1, f"{key}.restart_every", "an integer >= 1",
-                 self.restart_every)
+        require(not self.jpm or not (self.embedding_space or self.id_feature == "local"), "jpm",
+                 "false with embedding_space or id_feature: local (JPM is TransReID's own branch, "
+                 "not combined with DDRN's)", self.jpm)
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class LossConfig:
     """Loss terms and their weights (combined in exactly one place, :mod:`ddrn.losses.criterion`).
 
@@ -203,611 +235,74 @@ class LossConfig:
     ``NO_MARGIN``).
     """
 
-    id_weight: float = 1.0
-    triplet_weight: float = 1.0
-    triplet_margin: float | None = None
-    label_smoothing: float = 0.0
+    id_weight: Weight = 1.0
+    triplet_weight: Weight = 1.0
+    triplet_margin: Annotated[Float | None, must(lambda v: v is None or v > 0,
+                                                 "null (soft margin) or a margin > 0")] = None
+    label_smoothing: Annotated[Float, must(lambda v: 0.0 <= v < 1.0, "a value in [0, 1)")] = 0.0
     margin_head: Literal["none", "arcface", "subcenter", "hs_arcface"] = "none"
-    margin_weight: float = 1.0
-    k: int = 3
-    margin: float = 0.2
-    scale: float = 20.0
-    orthogonal_weight: float = 0.0
+    margin_weight: Weight = 1.0
+    k: Annotated[Int, must(lambda v: v >= 1, "at least 1 sub-centre")] = 3
+    margin: Annotated[Float, must(lambda v: 0.0 <= v < math.pi,
+                                  "an angle in radians in [0, pi)")] = 0.2
+    scale: Annotated[Float, must(lambda v: v > 0, "a scale > 0")] = 20.0
+    orthogonal_weight: Weight = 0.0
     # HS-ArcFace routing in training (ddrn.losses.margin.HSArcFace): "hard" (the default, routing
     # by margin violation) or "marker" (by the marker's own argmax; measured to drift to level 1).
     hs_routing: Literal["hard", "marker"] = "hard"
 
-    def validate(self, key: str) -> None:
-        for name in ("id_weight", "triplet_weight", "margin_weight", "orthogonal_weight"):
-            v = getattr(self, name)
-            _require(v >= 0, f"{key}.{name}", "a weight >= 0", v)
-        _require(self.triplet_margin is None or self.triplet_margin > 0, f"{key}.triplet_margin",
-                 "null (soft margin) or a margin > 0", self.triplet_margin)
-        _require(0.0 <= self.label_smoothing < 1.0, f"{key}.label_smoothing", "a value in [0, 1)",
-                 self.label_smoothing)
-        _require(self.k >= 1, f"{key}.k", "at least 1 sub-centre", self.k)
-        _require(0.0 <= self.margin < 3.141592653589793, f"{key}.margin",
-                 "an angle in radians in [0, pi)", self.margin)
-        _require(self.scale > 0, f"{key}.scale", "a scale > 0", self.scale)
+
+def _is_device(value: str) -> bool:
+    return value in ("auto", "cpu") or value.startswith("cuda")
 
 
-@dataclass(frozen=True)
+@section
 class TrainConfig:
     """The optimisation recipe (paper/TransReID defaults)."""
 
-    epochs: int = 120
-    batch_size: int = 64
-    num_instances: int = 4
+    epochs: PositiveInt = 120
+    batch_size: Int = 64
+    num_instances: PositiveInt = 4
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.008
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    bias_lr_factor: float = 2.0
-    warmup_epochs: int = 5
-    warmup_lr_factor: float = 0.01
-    min_lr_factor: float = 0.002
+    lr: Annotated[Float, must(lambda v: v > 0, "a learning rate > 0")] = 0.008
+    momentum: Annotated[Float, must(lambda v: 0 <= v < 1, "a value in [0, 1)")] = 0.9
+    weight_decay: Annotated[Float, must(lambda v: v >= 0, "a value >= 0")] = 1e-4
+    bias_lr_factor: Annotated[Float, must(lambda v: v > 0, "a factor > 0")] = 2.0
+    warmup_epochs: NonNegativeInt = 5
+    warmup_lr_factor: Annotated[Float, must(lambda v: 0 < v <= 1, "a factor in (0, 1]")] = 0.01
+    min_lr_factor: Annotated[Float, must(lambda v: 0 <= v <= 1, "a factor in [0, 1]")] = 0.002
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    compile: bool = False
-    checkpoint_every: int = 1
-    iters_per_epoch: int | None = None
-    device: str = "auto"
+    compile: Bool = False
+    checkpoint_every: PositiveInt = 1
+    iters_per_epoch: PositiveInt | None = None
+    device: Annotated[Str, must(_is_device, "'auto', 'cpu' or 'cuda[:N]'")] = "auto"
 
-    def validate(self, key: str) -> None:
-        _require(self.epochs >= 1, f"{key}.epochs", "an integer >= 1", self.epochs)
-        _require(self.num_instances >= 1, f"{key}.num_instances", "an integer >= 1", self.num_instances)
-        _require(self.batch_size >= 2 and self.batch_size % self.num_instances == 0,
-                 f"{key}.batch_size", f"a multiple of num_instances={self.num_instances} (P ids x K "
-                 "images)", self.batch_size)
-        _require(self.lr > 0, f"{key}.lr", "a learning rate > 0", self.lr)
-        _require(0 <= self.momentum < 1, f"{key}.momentum", "a value in [0, 1)", self.momentum)
-        _require(self.weight_decay >= 0, f"{key}.weight_decay", "a value >= 0", self.weight_decay)
-        _require(self.bias_lr_factor > 0, f"{key}.bias_lr_factor", "a factor > 0", self.bias_lr_factor)
-        _require(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
-                 f"{key}.warmup_epochs", f"an integer in [0, epochs={self.epochs})", self.warmup_epochs)
-        _require(0 < self.warmup_lr_factor <= 1, f"{key}.warmup_lr_factor", "a factor in (0, 1]",
-                 self.warmup_lr_factor)
-        _require(0 <= self.min_lr_factor <= 1, f"{key}.min_lr_factor", "a factor in [0, 1]",
-                 self.min_lr_factor)
-        _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "an integer >= 1",
-                 self.checkpoint_every)
-        _require(self.iters_per_epoch is None or self.iters_per_epoch >= 1, f"{key}.iters_per_epoch",
-                 "null or an integer >= 1", self.iters_per_epoch)
-        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-                 f"{key}.device", "'auto', 'cpu' or 'cuda[:N]'", self.device)
+    @rule
+    def _rules(self) -> "TrainConfig":
+        require(self.batch_size >= 2 and self.batch_size % self.num_instances == 0, "batch_size",
+                 f"a multiple of num_instances={self.num_instances} (P ids x K images)",
+                 self.batch_size)
+        require(self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs",
+                 f"an integer in [0, epochs={self.epochs})", self.warmup_epochs)
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class EvaluationConfig:
     """Test-time settings: the documented retrieval feature, L2-normalised, Market protocol."""
 
-    batch_size: int = 256
-    feat_norm: bool = True
-    rerank: bool = False
-    rerank_k1: int = 50
-    rerank_k2: int = 15
-    rerank_lambda: float = 0.3
-    max_rank: int = 50
-
-    def validate(self, key: str) -> None:
-        _require(self.batch_size >= 1, f"{key}.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.max_rank >= 1, f"{key}.max_rank", "an integer >= 1", self.max_rank)
-        _require(self.rerank_k1 >= 1 and self.rerank_k2 >= 1, f"{key}.rerank_k1/k2",
-                 "integers >= 1", (self.rerank_k1, self.rerank_k2))
-        _require(0 <= self.rerank_lambda <= 1, f"{key}.rerank_lambda", "a value in [0, 1]",
-                 self.rerank_lambda)
-
-
-@dataclass(frozen=True)
-class ExperimentGroup:
-    """A grid of experiments: one training set x variants x seeds, each tested on ``test_sets``."""
-
-    train_set: str = "occluded_duke"
-    test_sets: tuple[str, ...] = ("occluded_duke",)
-    variants: tuple[str, ...] = ("vit_baseline",)
-    seeds: tuple[int, ...] = (0,)
-
-    def validate(self, key: str) -> None:
-        _require(len(self.variants) >= 1, f"{key}.variants", "at least one variant", self.variants)
-        _require(len(self.seeds) >= 1, f"{key}.seeds", "at least one seed", self.seeds)
-        _require(len(self.test_sets) >= 1, f"{key}.test_sets", "at least one test set", self.test_sets)
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    """A variant is data: overrides of the profile's ``model`` and ``loss`` sections."""
-
-    description: str = ""
-    table2_index: int | None = None
-    model: dict[str, Any] = field(default_factory=dict)
-    loss: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self, key: str) -> None:
-        _check_overrides(ModelConfig, self.model, f"{key}.model")
-        _check_overrides(LossConfig, self.loss, f"{key}.loss")
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """Resources of one training trial and how many run at once (0 GPUs on CPU-only clusters).
-
-    ``num_cpus`` (null: every core) and ``object_store_mb`` size the private local Ray the train
-    stage starts when ``RAY_ADDRESS`` is unset; on an existing cluster they are ignored.
-    ``storage_path`` holds Tune's experiment state and trial checkpoints (relative paths are taken
-    from the repository root; on a multi-node cluster it must be shared storage or ``s3://...``).
-    """
-
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent_trials: int = 2
-    max_failures: int = 2
-    num_cpus: int | None = None
-    object_store_mb: int = 256
-    storage_path: str = ".ray_results"
-
-    def validate(self, key: str) -> None:
-        _require(self.cpus_per_trial > 0, f"{key}.cpus_per_trial", "a value > 0", self.cpus_per_trial)
-        _require(self.gpus_per_trial >= 0, f"{key}.gpus_per_trial", "a value >= 0 (fractions allowed)",
-                 self.gpus_per_trial)
-        _require(self.max_concurrent_trials >= 1, f"{key}.max_concurrent_trials", "an integer >= 1",
-                 self.max_concurrent_trials)
-        _require(self.max_failures >= 0, f"{key}.max_failures", "an integer >= 0", self.max_failures)
-        _require(self.num_cpus is None or self.num_cpus >= 1, f"{key}.num_cpus",
-                 "null (every core) or an integer >= 1", self.num_cpus)
-        _require(self.object_store_mb >= 64, f"{key}.object_store_mb", "at least 64 (MiB)",
-                 self.object_store_mb)
-        _require(bool(self.storage_path), f"{key}.storage_path", "a non-empty path or URI",
-                 self.storage_path)
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """MLflow: ``MLFLOW_TRACKING_URI`` in the environment wins over ``tracking_uri``.
-
-    ``enabled: false`` turns tracking off. ``log_checkpoints`` uploads each trial's final weights
-    (``model.pt``) as a run artifact.
-    """
-
-    experiment_name: str = "ddrn"
-    tracking_uri: str = "sqlite:///mlflow.db"
-    enabled: bool = True
-    log_checkpoints: bool = True
-
-    def validate(self, key: str) -> None:
-        _require(bool(self.experiment_name), f"{key}.experiment_name", "a non-empty name",
-                 self.experiment_name)
-        _require(bool(self.tracking_uri), f"{key}.tracking_uri",
-                 "a URI such as sqlite:///mlflow.db or http://host:5000", self.tracking_uri)
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """What the report stage draws."""
-
-    tsne_ids: int = 16
-    topk: int = 5
-    retrieval_queries: int = 4
-
-    def validate(self, key: str) -> None:
-        for name in ("tsne_ids", "topk", "retrieval_queries"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "an integer >= 1", getattr(self, name))
-
-
-@dataclass(frozen=True)
-class SearchDim:
-    """One searched knob: ``choices`` (categorical) or a ``low``..``high`` range.
-
-    ``log: true`` samples the range on a log scale; ``integer: true`` samples whole numbers.
-    """
-
-    choices: tuple[Any, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-
-    def validate(self, key: str) -> None:
-        if self.choices is not None:
-            _require(len(self.choices) >= 1 and self.low is None and self.high is None, key,
-                     "either a non-empty 'choices' list or 'low'/'high', not both", self.choices)
-            return
-        _require(self.low is not None and self.high is not None and self.low < self.high, key,
-                 "'choices: [...]' or 'low' < 'high'", (self.low, self.high))
-        _require(not self.log or (self.low or 0) > 0, f"{key}.low", "a value > 0 with log: true",
-                 self.low)
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """The sweep's held-out identities (:func:`ddrn.data.split_validation`).
-
-    ``fraction`` of the training set's identities (drawn once with ``seed``) are held out of the
-    sweep's training and scored as query/gallery; the test split is never read by the sweep.
-    """
-
-    fraction: float = 0.2
-    seed: int = 0
-
-    def validate(self, key: str) -> None:
-        _require(0.0 < self.fraction < 1.0, f"{key}.fraction", "a share in (0, 1)", self.fraction)
-
-
-def _default_fig6_values() -> dict[str, tuple[Any, ...]]:
-    return {"num_embeddings": (32, 64, 128, 256), "tau": (0.05, 0.1, 0.5, 1.0),
-            "k": (1, 2, 3, 4), "margin_head": ("arcface", "subcenter", "hs_arcface"),
-            "sampling": ("default", "gumbel")}
-
-
-@dataclass(frozen=True)
-class Fig6Config:
-    """The paper's Fig. 6 study: one knob at a time around the sweep's base variant.
-
-    Each knob of ``values`` (a model or loss field) takes each listed value while every other
-    knob keeps the base variant's; every configuration (the base one once, shared by all knobs)
-    trains with each of ``seeds`` for ``epochs`` (null: the sweep's ``max_epochs``) and is scored
-    on the sweep's validation identities (:mod:`pipeline.sweep_grid`). ``values: {}`` turns the
-    study off.
-    """
-
-    values: dict[str, tuple[Any, ...]] = field(default_factory=_default_fig6_values)
-    seeds: tuple[int, ...] = (0, 1)
-    epochs: int | None = None
-
-    def validate(self, key: str) -> None:
-        hints = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(LossConfig)}
-        for knob, values in self.values.items():
-            _require(knob in hints, f"{key}.values.{knob}", "a model or loss field (e.g. "
-                     "num_embeddings, tau, k, margin_head, sampling)", knob)
-            for i, value in enumerate(values):
-                _build(hints[knob], value, f"{key}.values.{knob}[{i}]")
-            _require(len(values) >= 1 and len(set(values)) == len(values), f"{key}.values.{knob}",
-                     "a non-empty list of distinct values", list(values))
-        _require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
-                 f"{key}.seeds", "a non-empty list of distinct integers", list(self.seeds))
-        _require(self.epochs is None or self.epochs >= 1, f"{key}.epochs",
-                 "null or an integer >= 1", self.epochs)
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`).
-
-    Every trial trains ``base_variant`` on ``train_set`` with the sampled knobs replacing the
-    variant's values, for at most ``max_epochs`` (null: the profile's ``train.epochs``), on the
-    identities of ``train_set`` that ``validation`` does not hold out, and is scored by mAP on the
-    held-out identities' query/gallery every ``eval_every`` epochs (never on the test split); ASHA
-    stops the weak ones after ``grace_period`` epochs. Resources per trial, retries and Tune's storage come from
-    the ``ray`` section (its ``storage_path`` must be shared by every node of a cluster).
-    """
-
-    name: str = "fig6"
-    train_set: str = "occluded_duke"
-    base_variant: str = "ddrn"
-    num_samples: int = 16
-    max_concurrent_trials: int = 2
-    time_budget_s: float | None = None
-    max_epochs: int | None = None
-    eval_every: int = 1
-    grace_period: int = 1
-    reduction_factor: int = 2
-    seed: int = 0
-    space: dict[str, SearchDim] = field(default_factory=dict)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    fig6: Fig6Config = field(default_factory=Fig6Config)
-
-    def validate(self, key: str) -> None:
-        self.validation.validate(f"{key}.validation")
-        self.fig6.validate(f"{key}.fig6")
-        _require(bool(self.name) and "/" not in self.name, f"{key}.name",
-                 "a non-empty name without '/'", self.name)
-        _require(self.num_samples >= 1, f"{key}.num_samples", "an integer >= 1", self.num_samples)
-        _require(self.max_concurrent_trials >= 1, f"{key}.max_concurrent_trials", "an integer >= 1",
-                 self.max_concurrent_trials)
-        _require(self.max_epochs is None or self.max_epochs >= 1, f"{key}.max_epochs",
-                 "null or an integer >= 1", self.max_epochs)
-        _require(self.eval_every >= 1, f"{key}.eval_every", "an integer >= 1", self.eval_every)
-        _require(self.grace_period >= 1, f"{key}.grace_period", "an integer >= 1", self.grace_period)
-        _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "an integer >= 2",
-                 self.reduction_factor)
-        _require(self.time_budget_s is None or self.time_budget_s > 0, f"{key}.time_budget_s",
-                 "null or seconds > 0", self.time_budget_s)
-        fields_ = {f.name for f in dataclasses.fields(ModelConfig)} | {
-            f.name for f in dataclasses.fields(LossConfig)}
-        for knob, dim in self.space.items():
-            _require(knob in fields_, f"{key}.space.{knob}",
-                     "a model or loss field (e.g. num_embeddings, tau, sampling, margin_head, k, "
-                     "margin, scale)", knob)
-            dim.validate(f"{key}.space.{knob}")
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """How the profile's ViT backbone gets its starting weights (the ``pretrain`` stage).
-
-    The paper fine-tunes an ImageNet ViT-B/16: ``model.pretrained`` names timm's file and
-    ``corpus`` stays null (the stage then only checks that the file is there). A profile that
-    cannot use ImageNet weights (the demo's tiny ViT has no published checkpoint) sets ``corpus``:
-    the stage generates that synthetic corpus (its own seed, identities disjoint from every
-    re-ID set, no occluders), trains the profile's ViT on it with identity classification and
-    triplet loss (the ``train`` overrides applied to the profile's ``train``), and writes the
-    backbone to ``output`` as a timm state dict, the format ``model.pretrained`` reads.
-    """
-
-    corpus: SyntheticConfig | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-    output: str = "data/pretrained/vit_backbone.pth"
-    seed: int = 0
-
-    def validate(self, key: str) -> None:
-        if self.corpus is not None:
-            self.corpus.validate(f"{key}.corpus")
-            _require(self.output.endswith((".pth", ".pt")), f"{key}.output",
-                     "a .pth file path", self.output)
-        _check_overrides(TrainConfig, self.train, f"{key}.train")
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    """Everything one profile configures; each section defaults to the paper's recipe."""
-
-    seed: int = 1234
-    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
-    input: InputConfig = field(default_factory=InputConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    experiments: dict[str, ExperimentGroup] = field(default_factory=dict)
-    ray: RayConfig = field(default_factory=RayConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """One experiment: a training set, a variant and a seed, with its resolved model and loss."""
-
-    name: str
-    group: str
-    train_set: str
-    test_sets: tuple[str, ...]
-    variant: str
-    seed: int
-    model: ModelConfig
-    loss: LossConfig
-    train: TrainConfig
-
-    def fingerprint(self, input_cfg: InputConfig) -> str:
-        """A short hash of everything that determines the trained weights (not the test sets)."""
-        payload = {
-            "train_set": self.train_set,
-            "seed": self.seed,
-            "model": dataclasses.asdict(self.model),
-            "loss": dataclasses.asdict(self.loss),
-            "train": dataclasses.asdict(self.train),
-            "input": dataclasses.asdict(input_cfg),
-        }
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ProjectConfig:
-    """The validated configuration of one profile, plus the shared variants."""
-
-    profile: str
-    variants: dict[str, VariantConfig]
-    cfg: ProfileConfig
-    source: str = "params.yaml"
-
-    # Shortcuts so callers write ``config.train`` rather than ``config.cfg.train``.
-    def __getattr__(self, name: str) -> Any:
-        if name in {f.name for f in dataclasses.fields(ProfileConfig)}:
-            return getattr(self.cfg, name)
-        raise AttributeError(name)
-
-    def experiments_list(self) -> list[ExperimentSpec]:
-        """Every experiment of the profile, deduplicated and sorted by name.
-
-        The same (training set, variant, seed) named by two groups is trained once; its test sets
-        are the union of both groups'.
-        """
-        by_name: dict[str, ExperimentSpec] = {}
-        for group_name, group in self.cfg.experiments.items():
-            for variant in group.variants:
-                for seed in group.seeds:
-                    spec = self.resolve(group.train_set, variant, seed, group_name, group.test_sets)
-                    if spec.name in by_name:
-                        prev = by_name[spec.name]
-                        merged = tuple(dict.fromkeys(prev.test_sets + spec.test_sets))
-                        spec = dataclasses.replace(prev, test_sets=merged)
-                    by_name[spec.name] = spec
-        return [by_name[k] for k in sorted(by_name)]
-
-    def experiment(self, name: str) -> ExperimentSpec:
-        """The experiment called ``name``; a :class:`ConfigError` lists the known names otherwise."""
-        for spec in self.experiments_list():
-            if spec.name == name:
-                return spec
-        known = ", ".join(s.name for s in self.experiments_list())
-        raise ConfigError(f"{self.source}: no experiment named {name!r} in profile "
-                          f"{self.profile!r}; expected one of: {known}")
-
-    def fingerprint(self, spec: ExperimentSpec) -> str:
-        """A short hash of everything that determines ``spec``'s trained weights in this profile.
-
-        :meth:`ExperimentSpec.fingerprint` (model, loss, train, input, seed) plus the training
-        set's :class:`DatasetConfig`, so regenerating the synthetic training data with other sizes
-        also retrains (the weights depend on the images, not only on the recipe), and the digest
-        of the training code (:mod:`ddrn.code_digest`), so a code change retrains too. This is the
-        fingerprint the pipeline writes into ``runs/<exp>/done.json``, the metrics files and the
-        MLflow tags.
-        """
-        dataset = (self.cfg.pretrain.corpus if spec.train_set == PRETRAIN_SET
-                   else self.cfg.datasets.get(spec.train_set))
-        payload = {"spec": spec.fingerprint(self.cfg.input),
-                   "train_set": dataclasses.asdict(dataset) if dataset is not None else None,
-                   "code": training_code_digest()}
-        if spec.model.arch == "vit" and spec.model.pretrained is not None:
-            # The path alone would keep a run trained from an older pretrain output "up to date".
-            payload["pretrained"] = weights_file_digest(spec.model.pretrained)
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def pretrain_spec(self) -> ExperimentSpec:
-        """The ``pretrain`` stage's run: the profile's ViT without any DDRN part (no Embedding
-        Space, global feature, no JPM/SIE, from random weights), ID + triplet loss, the profile's
-        ``train`` with ``pretrain.train`` applied, on the corpus ``pretrain.corpus``."""
-        pre = self.cfg.pretrain
-        model = dataclasses.replace(self.cfg.model, arch="vit", pretrained=None,
-                                    embedding_space=False, id_feature="global", jpm=False,
-                                    sie=False)
-        loss = dataclasses.replace(self.cfg.loss, margin_head="none", orthogonal_weight=0.0)
-        train = _with_overrides(self.cfg.train, pre.train, f"profiles.{self.profile}.pretrain.train",
-                                self.source)
-        return ExperimentSpec(name=f"{PRETRAIN_SET}-s{pre.seed}", group="pretrain",
-                              train_set=PRETRAIN_SET, test_sets=(), variant="pretrain",
-                              seed=pre.seed, model=model, loss=loss, train=train)
-
-    def resolve(self, train_set: str, variant: str, seed: int, group: str = "",
-                test_sets: tuple[str, ...] = ()) -> ExperimentSpec:
-        """Apply a variant's overrides to the profile's model and loss sections."""
-        if variant not in self.variants:
-            raise ConfigError(f"{self.source}: unknown variant {variant!r}; expected one of: "
-                              f"{', '.join(sorted(self.variants))}")
-        v = self.variants[variant]
-        model = _with_overrides(self.cfg.model, v.model, f"variants.{variant}.model", self.source)
-        loss = _with_overrides(self.cfg.loss, v.loss, f"variants.{variant}.loss", self.source)
-        train = dataclasses.replace(self.cfg.train)
-        return ExperimentSpec(
-            name=f"{train_set}-{variant}-s{seed}", group=group, train_set=train_set,
-            test_sets=tuple(test_sets) or (train_set,), variant=variant, seed=seed,
-            model=model, loss=loss, train=train,
-        )
-
-
-PRETRAIN_SET = "pretrain_corpus"
-"""The name the pretraining corpus goes by (its packed folder, its run's name)."""
-
-
-def weights_file_digest(path: str | Path) -> str | None:
-    """16 hex digits of a weight file's bytes (None when it is not there yet: the preflight
-    reports that), cached per (path, size, mtime) because ViT-B/16's file is 330 MB."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    batch_size: PositiveInt = 256
+    feat_norm: Bool = True
+    rerank: Bool = False
+    rerank_k1: PositiveInt = 50
+    rerank_k2: PositiveInt = 15
+    rerank_lambda: Annotated[Float, must(lambda v: 0 <= v <= 1, "a value in [0, 1]")] = 0.3
+    max_rank: PositiveInt = 50
 
 
 # --------------------------------------------------------------------------------------------
-# Loading
+# Rules across sections
 # --------------------------------------------------------------------------------------------
-
-
-def load_config(path: str | Path = "params.yaml", profile: str | None = None) -> ProjectConfig:
-    """Read ``params.yaml``, pick a profile (argument, else the file's ``profile``) and validate it.
-
-    Raises:
-        ConfigError: one line naming the file and key, for a missing file, unknown key, wrong type
-            or impossible value.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: parameters file not found; expected a params.yaml with "
-                          "'profile', 'variants' and 'profiles'")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return config_from_dict(raw, profile=profile, source=str(path))
-
-
-def config_from_dict(raw: dict[str, Any], profile: str | None = None,
-                     source: str = "params.yaml") -> ProjectConfig:
-    """Build a :class:`ProjectConfig` from an already-parsed ``params.yaml`` mapping."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    unknown = set(raw) - {"profile", "variants", "profiles"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}; expected "
-                          "'profile', 'variants' and 'profiles'")
-    profiles = raw.get("profiles") or {}
-    if not isinstance(profiles, dict) or not profiles:
-        raise ConfigError(f"{source}: 'profiles' must map profile names to their settings")
-    name = profile if profile is not None else raw.get("profile")
-    if not isinstance(name, str) or name not in profiles:
-        raise ConfigError(f"{source}: profile {name!r} not found; expected one of: "
-                          f"{', '.join(sorted(profiles))}")
-    try:
-        variants = _build(dict[str, VariantConfig], raw.get("variants") or {}, "variants")
-        cfg = _build(ProfileConfig, profiles[name] or {}, f"profiles.{name}")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    config = ProjectConfig(profile=name, variants=variants, cfg=cfg, source=source)
-    _validate_profile(config, source)
-    return config
-
-
-def _validate_profile(config: ProjectConfig, source: str) -> None:
-    prefix = f"profiles.{config.profile}"
-
-    def check(section: Any, key: str) -> None:
-        try:
-            section.validate(key)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-
-    for ds_name, ds in config.cfg.datasets.items():
-        if ds_name not in DATASET_NAMES:
-            raise ConfigError(f"{source}: {prefix}.datasets.{ds_name}: unknown dataset; expected one "
-                              f"of: {', '.join(DATASET_NAMES)}")
-        check(ds, f"{prefix}.datasets.{ds_name}")
-    for section in ("input", "model", "loss", "train", "evaluation", "ray", "tracking", "report",
-                    "sweep", "pretrain"):
-        check(getattr(config.cfg, section), f"{prefix}.{section}")
-    for vname, variant in config.variants.items():
-        check(variant, f"variants.{vname}")
-    for gname, group in config.cfg.experiments.items():
-        key = f"{prefix}.experiments.{gname}"
-        check(group, key)
-        for ds in (group.train_set, *group.test_sets):
-            if ds not in config.cfg.datasets:
-                raise ConfigError(f"{source}: {key}: dataset {ds!r} is not in {prefix}.datasets; "
-                                  f"expected one of: {', '.join(config.cfg.datasets) or '(none)'}")
-        for variant in group.variants:
-            if variant not in config.variants:
-                raise ConfigError(f"{source}: {key}.variants: unknown variant {variant!r}; expected "
-                                  f"one of: {', '.join(sorted(config.variants))}")
-    # Resolving every experiment validates each variant's overrides against the profile.
-    for spec in config.experiments_list():
-        check(spec.model, f"variants.{spec.variant}.model (applied to {prefix}.model)")
-        check(spec.loss, f"variants.{spec.variant}.loss (applied to {prefix}.loss)")
-        check_codebook_fits(spec.model, spec.loss, f"{source}: variants.{spec.variant} (applied to "
-                            f"{prefix})")
-        check_orthogonal_needs_codebook(spec.model, spec.loss, f"{source}: variants."
-                                        f"{spec.variant} (applied to {prefix})")
-    sweep = config.cfg.sweep
-    if (config.cfg.experiments or sweep.space) and sweep.base_variant not in config.variants:
-        raise ConfigError(f"{source}: {prefix}.sweep.base_variant: unknown variant "
-                          f"{sweep.base_variant!r}")
-    if sweep.space and sweep.train_set not in config.cfg.datasets:
-        raise ConfigError(f"{source}: {prefix}.sweep.train_set: dataset {sweep.train_set!r} is not "
-                          f"in {prefix}.datasets; expected one of: "
-                          f"{', '.join(config.cfg.datasets) or '(none)'}")
 
 
 def check_codebook_fits(model: ModelConfig, loss: LossConfig, key: str) -> None:
@@ -835,101 +330,98 @@ def check_orthogonal_needs_codebook(model: ModelConfig, loss: LossConfig, key: s
                           "loss.orthogonal_weight: 0")
 
 
-def _with_overrides(base: Any, overrides: dict[str, Any], key: str, source: str) -> Any:
-    if not overrides:
-        return base
-    merged = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, **overrides}
+# --------------------------------------------------------------------------------------------
+# Building sections, with errors that name the key
+# --------------------------------------------------------------------------------------------
+
+
+def build(tp: Any, value: Any, key: str) -> Any:
+    """Validate ``value`` (parsed YAML) as type ``tp`` (a section, or e.g. ``dict[str, Section]``).
+
+    Raises:
+        ConfigError: one line naming ``key`` and the path below it, what was expected and what
+            was found.
+    """
     try:
-        return _build(type(base), merged, key)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        return _adapter(tp).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, tp, key)) from None
 
 
-def _check_overrides(cls: type, overrides: dict[str, Any], key: str) -> None:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for k, v in overrides.items():
-        if k not in names:
-            raise ConfigError(f"{key}.{k}: unknown key; expected one of: {', '.join(names)}")
-        _build(hints[k], v, f"{key}.{k}")
+def replace(base: T, key: str, **changes: Any) -> T:
+    """``dataclasses.replace`` for a section, with a :class:`ConfigError` naming ``key``."""
+    current = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    return build(type(base), {**current, **changes}, key)
 
 
-def _build(tp: Any, value: Any, key: str) -> Any:
-    """Convert ``value`` (parsed YAML) to type ``tp``, rejecting unknown keys and wrong types."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        for k in value:
-            if k not in names:
-                raise ConfigError(f"{key}.{k}: unknown key; expected one of: {', '.join(names)}")
-        kwargs = {k: _build(hints[k], v, f"{key}.{k}") for k, v in value.items()}
-        return tp(**kwargs)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _build(arg, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return {str(k): _build(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
-        return tuple(_build(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 (PyYAML) reads `3e-3` as a string; YAML 1.2 a float
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
+def check_overrides(cls: type, overrides: dict[str, Any], key: str) -> None:
+    """Check a partial section (a variant's ``model`` overrides, say): every key a field of
+    ``cls``, every value of that field's type; cross-field rules wait for the merged section."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for name, value in overrides.items():
+        if name not in hints:
+            raise ConfigError(f"{key}.{name}: unknown key; expected one of: {', '.join(hints)}")
+        build(hints[name], value, f"{key}.{name}")
 
 
-_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
-"""A number in exponent notation without a dot (``3e-3``): a float in YAML 1.2, a string in 1.1."""
+def _adapter(tp: Any) -> TypeAdapter:
+    """pydantic's validator for ``tp``, built once per type (building one costs milliseconds)."""
+    if tp not in _ADAPTERS:
+        _ADAPTERS[tp] = TypeAdapter(tp)
+    return _ADAPTERS[tp]
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+_ADAPTERS: dict[Any, TypeAdapter] = {}
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
+    "dataclass_type": "a mapping", "dataclass_args_type": "a mapping", "dict_type": "a mapping",
+    "tuple_type": "a list", "list_type": "a list",
+}
+"""pydantic's error types, as this project's "expected ..." words."""
 
 
-def _require(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+def explain(exc: ValidationError, tp: Any, key: str) -> str:
+    """The first error of ``exc`` (validating ``tp`` at ``key``) as one line naming its key."""
+    err = exc.errors(include_url=False)[0]
+    loc = [part for part in err["loc"] if isinstance(part, int) or "[" not in part]
+    where = key + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "value_error":  # a section's rule (see require): ".<field>: expected ..."
+        return f"{where}{ctx['error']}"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        names = _field_names(tp, loc[:-1])
+        return f"{where}: unknown key" + (f"; expected one of: {', '.join(names)}" if names else "")
+    if kind == "expected":
+        return f"{where}: expected {ctx['expected']}, got {value!r}"
+    if kind == "literal_error":
+        head, _, last = ctx["expected"].rpartition(" or ")
+        return f"{where}: expected one of {head + ', ' + last if head else last}, got {value!r}"
+    if kind in ("too_short", "too_long"):
+        return f"{where}: expected a list of {ctx.get('max_length', ctx.get('min_length'))} values, " \
+               f"got {ctx.get('actual_length')}"
+    if kind in _EXPECTED:
+        got = type(value).__name__ if _EXPECTED[kind] in ("a mapping", "a list") else repr(value)
+        return f"{where}: expected {_EXPECTED[kind]}, got {got}"
+    return f"{where}: {err['msg']}, got {value!r}"
+
+
+def _field_names(tp: Any, loc: list[Any]) -> list[str]:
+    """The field names of the section at ``loc`` below type ``tp`` (empty when not a section)."""
+    for part in [*loc, None]:
+        while typing.get_origin(tp) in (Annotated, typing.Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if part is None:
+            break
+        args = typing.get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp, include_extras=True).get(part)
+        elif typing.get_origin(tp) is dict:
+            tp = args[1]
+        elif typing.get_origin(tp) is tuple:
+            tp = args[0] if args[-1] is Ellipsis else args[part]
+        else:
+            return []
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ddrn.config import ProjectConfig, load_config
 from ddrn.errors import DataError, DDRNError
+from pipeline.params import ProjectConfig, load_config
 
 EXIT_USER_ERROR = 2
 

@@ -37,6 +37,7 @@ from ddrn.config import DatasetConfig
 from ddrn.data import generate_synthetic, load_dataset, save_dataset_grid
 from ddrn.errors import DataError
 from pipeline.cli import base_parser, load_params, run_stage, selected_datasets
+from pipeline.file_digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,10 @@ def _check_member(archive: Path, dest: Path, member: str) -> None:
 def sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted ``<relative path> <file sha256>`` lines."""
     if path.is_file():
-        return _sha256_file(path)
-    lines = [f"{p.relative_to(path).as_posix()} {_sha256_file(p)}\n"
+        return sha256_file(path)
+    lines = [f"{p.relative_to(path).as_posix()} {sha256_file(p)}\n"
              for p in sorted(path.rglob("*")) if p.is_file() and p.name != MARKER]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _local_source(name: str, ds: DatasetConfig, archive_dir: Path) -> Path:

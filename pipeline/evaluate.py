@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.experiment import PACKED_ROOT
+from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.preflight import check_experiments
 from pipeline.scoring import evaluate_experiment
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ddrn.config import DATASET_NAMES, ProjectConfig, config_from_dict, load_config
+from ddrn.config import DATASET_NAMES
 from ddrn.data import load_dataset, open_packed, pack_dataset
 from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.errors import DataError
@@ -41,6 +41,7 @@ from ddrn.models.transreid import is_transreid, read_transreid
 from ddrn.models.weights import unwrap_state_dict
 from pipeline.cli import base_parser, run_stage
 from pipeline.devices import resolve_device
+from pipeline.params import ProjectConfig, config_from_dict, load_config
 from pipeline.scoring import evaluate_split
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset, TrainLoader, make_train_loader, open_packed, select_rows
 from ddrn.engine import TrainResult, fit
 from ddrn.engine.provenance import provenance, save_weights
@@ -26,6 +25,7 @@ from ddrn.engine.trainer import EpochCallback
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
 from pipeline.devices import resolve_device
+from pipeline.params import ExperimentSpec, ProjectConfig
 
 PACKED_ROOT = Path("data") / "packed"
 

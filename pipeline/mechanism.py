@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedDataset
 from ddrn.evaluation import evaluate_rank, pairwise_distance
 from ddrn.evaluation import mechanism as mech
 from ddrn.models.embedding_space import code_usage
+from pipeline.params import ExperimentSpec, ProjectConfig
 
 MECHANISM_FILE = "mechanism.json"
 """Name of the record inside ``eval/<exp>/``."""

@@ -22,10 +22,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import DatasetConfig, ExperimentSpec, ProjectConfig
+from ddrn.config import DatasetConfig
 from ddrn.data import read_meta
 from ddrn.errors import CheckpointError, DataError
 from pipeline.devices import resolve_device
+from pipeline.params import ExperimentSpec, ProjectConfig
 
 TRAIN_SPLITS = ("train",)
 TEST_SPLITS = ("query", "gallery")

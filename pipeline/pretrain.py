@@ -5,7 +5,7 @@ this stage only checks that ``model.pretrained`` names a file that is there, and
 it otherwise (one line, exit 2). With a ``pretrain.corpus`` (the ``demo`` profile, whose tiny ViT has
 no published checkpoint) it is the stand-in for ImageNet: it generates that synthetic corpus (its
 own seed, whole bodies, identities drawn apart from every re-ID set), trains the profile's plain
-ViT on it (identity classification + triplet, :meth:`~ddrn.config.ProjectConfig.pretrain_spec`),
+ViT on it (identity classification + triplet, :meth:`~pipeline.params.ProjectConfig.pretrain_spec`),
 and writes the ViT as a timm state dict to ``pretrain.output``, the file ``model.pretrained``
 then names: the demo and the paper share one loading path (:func:`ddrn.models.vit.load_vit_weights`).
 
@@ -30,12 +30,13 @@ from typing import Any
 import torch
 
 from ddrn.atomic import atomic_path, atomic_write_text
-from ddrn.config import PRETRAIN_SET, ProjectConfig, weights_file_digest
 from ddrn.data import open_packed
 from ddrn.data.synthetic import generate_synthetic
 from ddrn.engine import fit
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.experiment import build_experiment_model, prepare_training
+from pipeline.file_digest import weights_file_digest
+from pipeline.params import PRETRAIN_SET, ProjectConfig
 from pipeline.preflight import pretrained_source
 from pipeline.preprocess import preprocess_dataset
 from pipeline.scoring import evaluate_split

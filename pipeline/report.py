@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.errors import DDRNError
 from pipeline import report_claims as claims
 from pipeline import report_figures as figs
@@ -37,6 +36,7 @@ from pipeline import report_tables as tables
 from pipeline import report_views as views
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.eval_record import EvalRecord
+from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.published import TABLE2_DATASET
 from pipeline.timing import load_timings
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ddrn.config import ProjectConfig
 from ddrn.evaluation.uncertainty import Interval
+from pipeline.params import ProjectConfig
 from pipeline.published import TABLE2, TABLE2_DATASET, as_float
 from pipeline.report_stats import ReportStats, fmt_difference
 from pipeline.report_tables import ablation_variants, baseline_variant, cell_rows

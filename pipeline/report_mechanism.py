@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ddrn.config import ExperimentSpec, ProjectConfig
 from pipeline import report_figures as figs
 from pipeline import report_tables as tables
 from pipeline.mechanism import read_mechanism
+from pipeline.params import ExperimentSpec, ProjectConfig
 
 FIGURE = "figures/mechanism_health.png"
 """The section's figure, under ``reports/``."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ddrn.config import ExperimentSpec
 from ddrn.errors import DataError
 from ddrn.evaluation.uncertainty import (
     Interval,
@@ -28,6 +27,7 @@ from ddrn.evaluation.uncertainty import (
     ratio_interval,
 )
 from pipeline.eval_record import EvalRecord, QueryResults
+from pipeline.params import ExperimentSpec
 
 METRICS: dict[str, str] = {"R1": "hit@1", "mAP": "AP", "mINP": "INP"}
 """Metric -> the per-query quantity it is the mean of."""

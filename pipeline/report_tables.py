@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from ddrn.config import ProjectConfig
 from ddrn.errors import DataError
+from pipeline.params import ProjectConfig
 from pipeline.published import TABLE1, TABLE1_COLUMNS, TABLE1_DATASETS, TABLE2
 from pipeline.report_stats import ReportStats, fmt_difference, fmt_interval
 

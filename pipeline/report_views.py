@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from ddrn.atomic import atomic_path, atomic_write_text
-from ddrn.config import ExperimentSpec
+from pipeline.params import ExperimentSpec
 
 CURVES: dict[str, str] = {
     "id_loss": "loss/id",

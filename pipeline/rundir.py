@@ -9,14 +9,13 @@ A run dir carries two small files besides the engine's checkpoints and history:
   checkpoint when the last attempt started, 0 for a run trained in one go; ``attempts``: how many
   times a trial started on this run dir).
 
-``fingerprint`` is :meth:`ddrn.config.ProjectConfig.fingerprint` of everything that determines
+``fingerprint`` is :meth:`pipeline.params.ProjectConfig.fingerprint` of everything that determines
 the weights (the resolved spec and the training set's config), so changing one variant's knob
 retrains only that variant's experiments.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import ExperimentSpec
+from pipeline.file_digest import sha256_file
+from pipeline.params import ExperimentSpec
 
 RunState = Literal["done", "partial", "stale", "corrupt", "empty"]
 
@@ -52,13 +52,7 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
 
 def model_digest(path: Path) -> str | None:
     """sha256 of ``model.pt`` (``None`` when it is missing)."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def run_state(run_dir: Path, fingerprint: str) -> RunState:

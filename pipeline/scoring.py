@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import PackedSplit, open_packed
 from ddrn.engine.checkpoint import load_module_state, read_state_file
 from ddrn.engine.provenance import check_provenance, load_weights
@@ -33,6 +32,7 @@ from pipeline.devices import resolve_device
 from pipeline.eval_record import EvalRecord, QueryResults, SplitImages
 from pipeline.experiment import PACKED_ROOT, build_experiment_model
 from pipeline.mechanism import write_mechanism
+from pipeline.params import ExperimentSpec, ProjectConfig
 
 log = logging.getLogger(__name__)
 

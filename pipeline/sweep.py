@@ -39,9 +39,9 @@ from typing import Any
 import yaml
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import ProjectConfig
 from ddrn.errors import ConfigError, DDRNError
 from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.params import ProjectConfig
 from pipeline.sweep_grid import (
     GRID_FILE,
     GridStudy,

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import ProjectConfig
 from ddrn.errors import ConfigError, DataError
+from pipeline.params import ProjectConfig
 from pipeline.sweep_space import CONDITIONS, METRIC, apply_knobs, base_knobs, plain
 
 log = logging.getLogger(__name__)

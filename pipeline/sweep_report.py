@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ddrn.atomic import atomic_write_text
-from ddrn.config import SearchDim
 from ddrn.errors import DataError
 from pipeline.cli import base_parser, run_stage
+from pipeline.params import SearchDim
 from pipeline.sweep_grid import GRID_FILE, GridStudy
 from pipeline.sweep_grid_report import grid_section, plot_grid, write_png
 

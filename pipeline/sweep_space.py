@@ -17,15 +17,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ddrn.config import (
-    ExperimentSpec,
     LossConfig,
     ModelConfig,
-    ProjectConfig,
-    SearchDim,
     check_codebook_fits,
     check_orthogonal_needs_codebook,
+    replace,
 )
 from ddrn.errors import ConfigError
+from pipeline.params import ExperimentSpec, ProjectConfig, SearchDim
 
 METRIC = "mAP"
 """What the sweep maximises: mAP (percent) on the validation identities' query/gallery
@@ -112,7 +111,7 @@ def base_knobs(config: ProjectConfig) -> dict[str, Any]:
 def apply_knobs(config: ProjectConfig, knobs: Mapping[str, Any], name: str, *,
                 seed: int | None = None, epochs: int | None = None,
                 key: str | None = None) -> ExperimentSpec:
-    """The base variant's :class:`~ddrn.config.ExperimentSpec` with ``knobs`` applied, validated.
+    """The base variant's :class:`~pipeline.params.ExperimentSpec` with ``knobs`` applied, validated.
 
     The trial trains for ``epochs`` (default ``sweep.max_epochs``, ASHA's ``max_t``), so its
     learning-rate schedule is that of a full-length run even when ASHA stops it early; ``seed``
@@ -130,16 +129,13 @@ def apply_knobs(config: ProjectConfig, knobs: Mapping[str, Any], name: str, *,
                           "loss field")
     epochs = epochs or sweep.max_epochs or spec.train.epochs
     warmup = min(spec.train.warmup_epochs, epochs - 1)
-    spec = dataclasses.replace(
-        spec, name=name, group=f"sweep:{sweep.name}",
-        model=dataclasses.replace(spec.model, **model_kw),
-        loss=dataclasses.replace(spec.loss, **loss_kw),
-        train=dataclasses.replace(spec.train, epochs=epochs, warmup_epochs=warmup))
     prefix = key or f"profiles.{config.profile}.sweep"
     try:
-        spec.model.validate(f"{prefix} (model)")
-        spec.loss.validate(f"{prefix} (loss)")
-        spec.train.validate(f"{prefix} (train)")
+        spec = dataclasses.replace(
+            spec, name=name, group=f"sweep:{sweep.name}",
+            model=replace(spec.model, f"{prefix} (model)", **model_kw),
+            loss=replace(spec.loss, f"{prefix} (loss)", **loss_kw),
+            train=replace(spec.train, f"{prefix} (train)", epochs=epochs, warmup_epochs=warmup))
         check_codebook_fits(spec.model, spec.loss, f"{prefix} (knobs {dict(knobs)})")
         check_orthogonal_needs_codebook(spec.model, spec.loss, f"{prefix} (knobs {dict(knobs)})")
     except ConfigError as exc:
@@ -153,8 +149,8 @@ def sweep_fingerprint(config: ProjectConfig) -> str:
     spec = apply_knobs(config, {}, "fingerprint")
     # Budgets and concurrency may change between an interruption and --resume; the trials may not.
     # The Fig. 6 grid is a study of its own (pipeline.sweep_grid.grid_fingerprint).
-    settings = dataclasses.asdict(dataclasses.replace(
-        sweep, num_samples=0, time_budget_s=None, max_concurrent_trials=1))
+    settings = {**dataclasses.asdict(sweep), "num_samples": 0, "time_budget_s": None,
+                "max_concurrent_trials": 1}
     settings.pop("fig6")
     payload = {"sweep": settings, "experiment": config.fingerprint(spec)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]

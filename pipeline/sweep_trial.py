@@ -3,7 +3,7 @@
 The sweep selects on held-out *training* identities, never on the test split: the driver draws
 the :class:`~ddrn.data.ValidationSplit` of ``sweep.train_set``'s train split once
 (:func:`validation_split`, ``sweep.validation``) and ships it to every trial. A trial trains the
-sampled :class:`~ddrn.config.ExperimentSpec` with :func:`ddrn.engine.fit` on the remaining
+sampled :class:`~pipeline.params.ExperimentSpec` with :func:`ddrn.engine.fit` on the remaining
 identities only (the classifier sized for them, :func:`prepare_trial`); an engine callback
 (:class:`EpochReporter`) scores mAP on the validation query/gallery after every
 ``sweep.eval_every`` epochs, through the evaluate stage's own :func:`pipeline.scoring.evaluate_split`,
@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.data import (
     PackedSplit,
     ValidationSplit,
@@ -45,6 +44,7 @@ from ddrn.errors import ConfigError, DDRNError
 from ddrn.losses import build_criterion
 from pipeline.devices import resolve_device
 from pipeline.experiment import TrainingSetup, build_experiment_model
+from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.scoring import evaluate_split
 from pipeline.sweep_data import WORKER_CACHE, SweepDataCache
 from pipeline.sweep_space import METRIC, apply_knobs, plain

@@ -46,8 +46,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import ExperimentSpec, InputConfig, TrackingConfig
+from ddrn.config import InputConfig
 from ddrn.errors import DDRNError
+from pipeline.params import ExperimentSpec, TrackingConfig
 from pipeline.stage_liveness import close_dead_stage_runs, owner_tags
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddrn.config import ExperimentSpec, ProjectConfig, TrackingConfig
+from pipeline.params import ExperimentSpec, ProjectConfig, TrackingConfig
 from pipeline.tracking import _client, find_trial_run, resolve_tracking_uri
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ddrn.config import ExperimentSpec, ProjectConfig
 from ddrn.errors import TrainingError
 from pipeline import rundir
 from pipeline.cli import base_parser, load_params, run_stage
+from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.preflight import check_experiments
 
 log = logging.getLogger(__name__)

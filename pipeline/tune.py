@@ -32,9 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ddrn.config import RayConfig
 from ddrn.errors import DDRNError, TrainingError
 from pipeline import rundir
+from pipeline.params import RayConfig
 from pipeline.tracking import TrackingTarget
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,8 @@ def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
 def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
     from ray import tune
 
-    from ddrn.config import load_config
     from pipeline.experiment import train_experiment
+    from pipeline.params import load_config
     from pipeline.tracking import TrialTracker
 
     if Path(job.root).is_dir():

@@ -1,199 +1,62 @@
-"""Config validation: every rule is a one-line error naming the key, raised before any work."""
+"""The library's sections (ddrn.config): strict types, constraints and cross-field rules, each
+refused with one line naming the key."""
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
+import dataclasses
 
 import pytest
-import yaml
 
-from ddrn.config import DATASET_NAMES, ExperimentSpec, config_from_dict, load_config
+from ddrn.config import LossConfig, ModelConfig, SyntheticConfig, TrainConfig, build, replace
 from ddrn.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def raw() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def _mutate(raw: dict, path: str, value) -> dict:
-    """A deep copy of ``raw`` with ``path`` (dotted) set to ``value``."""
-    data = copy.deepcopy(raw)
-    node = data
-    *parents, last = path.split(".")
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return data
-
-
-def _error(raw: dict, profile: str | None = None) -> str:
+def _error(tp, value, key: str = "cfg") -> str:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(raw, profile=profile)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+        build(tp, value, key)
+    assert "\n" not in str(info.value)
+    return str(info.value)
 
 
-@pytest.mark.parametrize("profile", ["demo", "paper"])
-def test_committed_profiles_load(profile: str) -> None:
-    config = load_config(ROOT / "params.yaml", profile)
-    assert config.profile == profile
-    specs = config.experiments_list()
-    assert specs and all(isinstance(s, ExperimentSpec) for s in specs)
-    assert [s.name for s in specs] == sorted({s.name for s in specs})
-    assert set(config.datasets) <= set(DATASET_NAMES)
+def test_defaults_are_the_papers_recipe() -> None:
+    model, loss, train = ModelConfig(), LossConfig(), TrainConfig()
+    assert (model.patch_size, model.stride, model.num_embeddings, model.tau) == (16, 11, 128, 0.1)
+    assert (loss.k, loss.margin, loss.scale) == (3, 0.2, 20.0)
+    assert (train.batch_size, train.num_instances, train.lr, train.epochs) == (64, 4, 0.008, 120)
 
 
-def test_paper_profile_is_the_papers_recipe() -> None:
-    config = load_config(ROOT / "params.yaml", "paper")
-    ddrn = config.resolve("occluded_duke", "ddrn", 0)
-    assert (config.input.height, config.input.width) == (256, 128)
-    assert (ddrn.model.patch_size, ddrn.model.stride) == (16, 11)
-    assert ddrn.model.backbone == "vit_base_patch16_224" and ddrn.model.depth is None
-    assert (config.train.batch_size, config.train.num_instances) == (64, 4)
-    assert config.train.epochs == 120 and config.train.warmup_epochs == 5
-    assert config.train.optimizer == "sgd" and config.train.lr == pytest.approx(0.008)
-    assert ddrn.model.embedding_space and ddrn.model.num_embeddings == 128
-    assert ddrn.model.tau == pytest.approx(0.1)
-    assert ddrn.loss.margin_head == "hs_arcface"
-    assert (ddrn.loss.k, ddrn.loss.margin, ddrn.loss.scale) == (3, 0.2, 20.0)
+@pytest.mark.parametrize(("tp", "value", "expected"), [
+    (ModelConfig, {"tau": 0.0}, "cfg.tau: expected a temperature > 0, got 0.0"),
+    (ModelConfig, {"stride": 20}, "cfg.stride: expected an integer in [1, patch_size=16], got 20"),
+    (ModelConfig, {"depth": 1, "embedding_space": True}, "cfg.depth: expected at least 2 blocks"),
+    (ModelConfig, {"embed_dim": 30, "num_heads": 4}, "cfg.embed_dim: expected a multiple of num_heads=4"),
+    (ModelConfig, {"embedding_dim": 3}, "cfg.embedding_dim: unknown key; expected one of: arch, "),
+    (ModelConfig, {"sampling": "soft"}, "cfg.sampling: expected one of 'gumbel', 'default', got 'soft'"),
+    (ModelConfig, {"sie": "yes"}, "cfg.sie: expected true or false, got 'yes'"),
+    (ModelConfig, [], "cfg: expected a mapping, got list"),
+    (TrainConfig, {"epochs": "10"}, "cfg.epochs: expected an integer, got '10'"),
+    (TrainConfig, {"epochs": True}, "cfg.epochs: expected an integer, got True"),
+    (TrainConfig, {"lr": float("nan")}, "cfg.lr: expected a finite number"),
+    (TrainConfig, {"batch_size": 30}, "cfg.batch_size: expected a multiple of num_instances=4"),
+    (LossConfig, {"margin": 3.5}, "cfg.margin: expected an angle in radians in [0, pi), got 3.5"),
+    (SyntheticConfig, {"occluded_area": [0.5, 0.2]}, "cfg.occluded_area: expected [low, high]"),
+    (SyntheticConfig, {"occluded_area": [0.1, 0.2, 0.3]}, "cfg.occluded_area: expected a list of 2"),
+    (dict[str, ModelConfig], {"a": {"k": 1}}, "cfg.a.k: unknown key"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(tp, value, expected: str) -> None:
+    assert _error(tp, value).startswith(expected)
 
 
-def test_table2_variants_switch_exactly_their_components() -> None:
-    config = load_config(ROOT / "params.yaml", "demo")
-    rows = {}
-    for name, variant in config.variants.items():
-        if variant.table2_index is not None:
-            spec = config.resolve("occluded_duke", name, 0)
-            rows[variant.table2_index] = (spec.model.embedding_space, spec.loss.orthogonal_weight > 0,
-                                          spec.loss.margin_head == "hs_arcface")
-    assert rows == {
-        0: (False, False, False), 1: (True, False, False), 2: (False, False, True),
-        3: (True, True, False), 4: (True, True, True),
-    }
+def test_yaml12_exponent_strings_are_numbers_and_ints_are_floats() -> None:
+    train = build(TrainConfig, {"lr": "3e-3", "momentum": 0}, "cfg")
+    assert train.lr == pytest.approx(0.003) and isinstance(train.momentum, float)
+    assert build(SyntheticConfig, {"occluded_area": [0.2, 0.5]}, "cfg").occluded_area == (0.2, 0.5)
 
 
-def test_duplicate_experiments_are_merged(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.experiments.extra", {
-        "train_set": "market1501", "test_sets": ["partial_reid"], "variants": ["ddrn"], "seeds": [0]})
-    config = config_from_dict(data)
-    spec = config.experiment("market1501-ddrn-s0")
-    assert spec.test_sets == ("market1501", "occluded_reid", "partial_reid")
-
-
-def test_fingerprint_follows_training_inputs_only() -> None:
-    config = load_config(ROOT / "params.yaml", "demo")
-    a = config.resolve("occluded_duke", "ddrn", 0)
-    assert a.fingerprint(config.input) == config.resolve("occluded_duke", "ddrn", 0, "g", ("x",)).fingerprint(config.input)
-    assert a.fingerprint(config.input) != config.resolve("occluded_duke", "ddrn", 1).fingerprint(config.input)
-    assert a.fingerprint(config.input) != config.resolve("occluded_duke", "es", 0).fingerprint(config.input)
-
-
-@pytest.mark.parametrize(
-    ("path", "value", "expected"),
-    [
-        ("profiles.demo.model.tau", 0.0, "profiles.demo.model.tau"),
-        ("profiles.demo.model.tau", -1.0, "temperature > 0"),
-        ("profiles.demo.loss", {"k": 0}, "profiles.demo.loss.k"),
-        ("profiles.demo.train.batch_size", 30, "profiles.demo.train.batch_size"),
-        ("profiles.demo.train.epochs", "ten", "expected an integer"),
-        ("profiles.demo.train.lr", "fast", "profiles.demo.train.lr: expected a number"),
-        ("profiles.demo.train.compile", "yes", "expected true or false"),
-        ("profiles.demo.train.optimizer", "adam", "expected one of 'sgd', 'adamw'"),
-        ("profiles.demo.train.bogus", 1, "profiles.demo.train.bogus: unknown key"),
-        ("profiles.demo.modle", {}, "profiles.demo.modle: unknown key"),
-        ("profiles.demo.model.stride", 20, "profiles.demo.model.stride"),
-        ("profiles.demo.loss", {"margin": 3.5}, "radians"),
-        ("profiles.demo.input.flip_prob", 1.5, "profiles.demo.input.flip_prob"),
-        ("profiles.demo.ray.gpus_per_trial", -1, "profiles.demo.ray.gpus_per_trial"),
-        ("profiles.demo.datasets.cuhk03", {"source": "synthetic"}, "cuhk03: unknown dataset"),
-        ("profiles.demo.datasets.market1501.sha256", "abc", "64 hexadecimal"),
-        ("variants.es.model", {"tau": 0}, "tau"),
-        ("variants.es.model", {"embedding_dim": 3}, "variants.es.model.embedding_dim: unknown key"),
-        ("variants.hs.loss", {"margin_head": "cosface"}, "variants.hs.loss.margin_head"),
-    ],
-)
-def test_invalid_values_name_the_key(raw: dict, path: str, value, expected: str) -> None:
-    message = _error(_mutate(raw, path, value))
-    assert expected in message
-    assert message.startswith("params.yaml:")
-
-
-def test_codebook_larger_than_width_with_orthogonal_loss(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.model.num_embeddings", 128)  # demo embed_dim is 64
-    message = _error(data)
-    assert "model.num_embeddings=128 exceeds model.embed_dim=64" in message
-    # Without the orthogonal loss the same codebook is allowed (variant 'es').
-    data["variants"] = {k: v for k, v in data["variants"].items() if k in ("es", "vit_baseline")}
-    data["profiles"]["demo"]["experiments"] = {
-        "only": {"train_set": "occluded_duke", "variants": ["es"], "seeds": [0]}}
-    data["profiles"]["demo"]["sweep"]["base_variant"] = "es"
-    assert config_from_dict(data).experiment("occluded_duke-es-s0").model.num_embeddings == 128
-
-
-def test_unknown_variant_in_experiments(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.experiments.ablation.variants", ["vit_baseline", "nope"])
-    assert "unknown variant 'nope'" in _error(data)
-
-
-def test_experiment_on_undeclared_dataset(raw: dict) -> None:
-    data = copy.deepcopy(raw)
-    del data["profiles"]["demo"]["datasets"]["dukemtmc"]
-    assert "dataset 'dukemtmc' is not in profiles.demo.datasets" in _error(data)
-
-
-def test_unknown_profile_and_top_level_key(raw: dict) -> None:
-    assert "profile 'nope' not found" in _error(raw, profile="nope")
-    assert "unknown top-level key 'extra'" in _error({**raw, "extra": 1})
-
-
-def test_variant_override_invalid_against_profile(raw: dict) -> None:
-    # depth 1 is a valid int, but the Embedding Space needs a block after it.
-    data = _mutate(raw, "profiles.demo.model.depth", 1)
-    assert "depth" in _error(data)
-
-
-def test_missing_and_malformed_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="parameters file not found"):
-        load_config(tmp_path / "params.yaml")
-    bad = tmp_path / "params.yaml"
-    bad.write_text("profile: demo\nprofiles: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML at line"):
-        load_config(bad)
-
-
-def test_unknown_experiment_name_lists_known(tmp_path: Path) -> None:
-    config = load_config(ROOT / "params.yaml", "demo")
-    with pytest.raises(ConfigError, match="no experiment named 'x'.*occluded_duke-ddrn-s0"):
-        config.experiment("x")
-
-
-def test_exponent_numbers_are_floats(tmp_path: Path) -> None:
-    """PyYAML (YAML 1.1) reads ``3e-3`` as a string; users write it, so it is a number here."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profiles"]["demo"]["train"]["lr"] = "placeholder"
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw).replace("lr: placeholder", "lr: 3e-3"))
-    assert yaml.safe_load(params.read_text())["profiles"]["demo"]["train"]["lr"] == "3e-3"
-    assert load_config(params, "demo").train.lr == pytest.approx(0.003)
-    # A string that is not a number stays an error.
-    assert "expected a number, got '3e-x'" in _error(_mutate(raw, "profiles.demo.train.lr",
-                                                             "3e-x"), "demo")
-
-
-@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "1e999"])
-def test_non_finite_numbers_are_refused(raw: dict, value) -> None:
-    message = _error(_mutate(raw, "profiles.demo.train.lr", value), "demo")
-    assert "profiles.demo.train.lr" in message and "finite" in message
-
-
-def test_orthogonal_loss_needs_an_embedding_space(raw: dict) -> None:
-    """Eq. 3 regularises the codebook: on a variant without one it is refused when params are
-    read (before the train stage starts Ray), naming the variant."""
-    bad = _mutate(raw, "variants.vit_baseline.loss", {"orthogonal_weight": 1.0})
-    message = _error(bad, "demo")
-    assert "variants.vit_baseline" in message and "needs an Embedding Space" in message
+def test_sections_are_frozen_and_replace_validates() -> None:
+    model = ModelConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.tau = 0.5  # type: ignore[misc]
+    assert replace(model, "cfg", tau=0.5).tau == 0.5
+    with pytest.raises(ConfigError, match=r"^variants\.x\.model\.tau: expected a temperature"):
+        replace(model, "variants.x.model", tau=-1.0)

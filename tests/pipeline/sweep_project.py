@@ -58,8 +58,8 @@ def tiny_params(tracking_uri: str, *, num_samples: int = 4, max_epochs: int = 2,
 def write_tiny_project(root: Path, tracking_uri: str, **kwargs: Any) -> Path:
     """Write ``root/params.yaml`` and pack the tiny dataset into ``root/data/packed``; return the
     params path."""
-    from ddrn.config import load_config
     from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+    from pipeline.params import load_config
     from pipeline.preflight import pack_source
 
     params = root / "params.yaml"

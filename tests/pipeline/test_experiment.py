@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from ddrn.config import ProjectConfig, config_from_dict
 from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import CheckpointError
@@ -19,6 +18,7 @@ from pipeline.cli import run_stage
 from pipeline.eval_record import EvalRecord
 from pipeline.evaluate_checkpoint import evaluate_checkpoint
 from pipeline.experiment import train_experiment
+from pipeline.params import ProjectConfig, config_from_dict
 from pipeline.preflight import pack_source
 from pipeline.scoring import evaluate_experiment
 

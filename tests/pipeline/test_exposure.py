@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _PROBE = r"""
 import json, psutil
 from ray import tune  # imported before the session, as the train stage and the sweep do
-from ddrn.config import RayConfig
+from pipeline.params import RayConfig
 from pipeline.tune import ray_session
 with ray_session(RayConfig(num_cpus=1, object_store_mb=100)):
     from ray._raylet import AuthenticationMode, get_authentication_mode

@@ -236,7 +236,7 @@ def test_graph_end_to_end_agrees_and_reruns_nothing(repo: Repo, mlflow_server: M
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
-    from ddrn.config import load_config
+    from pipeline.params import load_config
 
     write_params(repo.path, "graph-e2e")
     t0 = time.perf_counter()

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from test_train import tiny_params
 
-from ddrn.config import load_config
 from ddrn.data import load_dataset, pack_dataset
 from ddrn.data.synthetic import generate_synthetic
 from ddrn.errors import CheckpointError, DataError
+from pipeline.params import load_config
 from pipeline.preflight import check_experiments, pack_source
 
 ROOT = Path(__file__).resolve().parents[2]

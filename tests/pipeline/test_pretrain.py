@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from ddrn.config import config_from_dict, load_config
 from ddrn.data import load_dataset, pack_dataset
 from ddrn.data.synthetic import _identities, generate_synthetic
 from ddrn.models import build_model
 from pipeline import pretrain
+from pipeline.params import config_from_dict, load_config
 from pipeline.preflight import pack_source
 from tests.pipeline.test_train import TINY_SYN, tiny_params
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from eval_records import eval_record
 
-from ddrn.config import SyntheticConfig, config_from_dict
+from ddrn.config import SyntheticConfig
 from pipeline import published, report, report_tables
+from pipeline.params import config_from_dict
 from pipeline.report_figures import pairwise_cosine_distance
 
 VARIANTS = {

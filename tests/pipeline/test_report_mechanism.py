@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ddrn.config import ProjectConfig, config_from_dict
 from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from pipeline import report
 from pipeline.experiment import train_experiment
 from pipeline.mechanism import read_mechanism
+from pipeline.params import ProjectConfig, config_from_dict
 from pipeline.report_mechanism import FIGURE, mechanism_section
 from pipeline.scoring import evaluate_experiment
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddrn.config import config_from_dict
 from ddrn.errors import DataError
 from ddrn.evaluation import QueryMetrics
 from pipeline import report_claims, report_stats, report_tables
 from pipeline.eval_record import EvalRecord, QueryResults, SplitImages
+from pipeline.params import config_from_dict
 
 VARIANTS = {
     "vit_baseline": {"table2_index": 0},

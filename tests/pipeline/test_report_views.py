@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ddrn.config import load_config
+from pipeline.params import load_config
 from pipeline.report_figures import variant_colours
 from pipeline.report_views import CURVE_TITLES, CURVES
 

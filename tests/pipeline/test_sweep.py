@@ -9,8 +9,8 @@ import pytest
 import yaml
 from sweep_project import tiny_params, write_tiny_project
 
-from ddrn.config import load_config
 from ddrn.errors import DataError
+from pipeline.params import load_config
 from pipeline.sweep import main, run_sweep
 from pipeline.sweep_space import CONDITIONS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddrn.config import load_config
+from pipeline.params import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sweep_project import write_tiny_project
 
-from ddrn.config import load_config
 from ddrn.data import load_dataset, pack_dataset
 from pipeline.experiment import prepare_training
+from pipeline.params import load_config
 from pipeline.preflight import pack_source
 from pipeline.sweep_data import SweepDataCache, store_fingerprint
 from pipeline.sweep_space import apply_knobs

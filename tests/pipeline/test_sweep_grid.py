@@ -11,8 +11,8 @@ import pytest
 import yaml
 from sweep_project import tiny_params, write_tiny_project
 
-from ddrn.config import config_from_dict, load_config
 from ddrn.errors import ConfigError
+from pipeline.params import config_from_dict, load_config
 from pipeline.sweep_grid import GridStudy, grid_epochs, grid_fingerprint, grid_points
 from pipeline.sweep_space import apply_knobs, sweep_fingerprint
 
@@ -64,7 +64,7 @@ def test_an_empty_grid_and_the_epochs_default(raw: dict) -> None:
     ("values.k", [2, 2], "sweep.fig6.values.k: expected a non-empty list of distinct values"),
     ("seeds", [], "sweep.fig6.seeds: expected a non-empty list of distinct integers"),
     ("seeds", [0.5], "sweep.fig6.seeds[0]: expected an integer"),
-    ("epochs", 0, "sweep.fig6.epochs: expected null or an integer >= 1"),
+    ("epochs", 0, "sweep.fig6.epochs: expected an integer >= 1, got 0"),
     ("repeats", 2, "sweep.fig6.repeats: unknown key"),
 ])
 def test_config_errors_are_one_line_and_name_the_key(raw: dict, path: str, value,
@@ -82,7 +82,7 @@ def test_config_errors_are_one_line_and_name_the_key(raw: dict, path: str, value
 @pytest.mark.parametrize(("knob", "values", "variant_model", "message"), [
     ("num_embeddings", [64], {}, "sweep.fig6.values.num_embeddings (knobs {'num_embeddings': "
      "64}): model.num_embeddings=64 exceeds model.embed_dim=32"),
-    ("tau", [-1.0], {}, "sweep.fig6.values.tau (model).tau: expected a temperature > 0"),
+    ("tau", [-1.0], {}, "sweep.fig6.values.tau[0]: expected a temperature > 0, got -1.0"),
     ("tau", [0.5], {"sampling": "default"}, "sweep.fig6.values.tau: tau has no effect with the "
      "base variant's sampling='default'"),
 ])
@@ -159,4 +159,4 @@ def test_a_grid_error_is_a_one_line_cli_error(tmp_path: Path, capsys) -> None:
     assert run_stage(main, ["--params", str(params), "--data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
-    assert "profiles.tiny.sweep.fig6.values.k (loss).k: expected at least 1 sub-centre" in err
+    assert "profiles.tiny.sweep.fig6.values.k[0]: expected at least 1 sub-centre, got 0" in err

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from sweep_project import tiny_params
 
-from ddrn.config import config_from_dict
 from ddrn.errors import ConfigError
+from pipeline.params import config_from_dict
 from pipeline.sweep_space import (
     active_knobs,
     apply_knobs,

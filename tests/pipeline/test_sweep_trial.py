@@ -14,9 +14,9 @@ import torch
 import yaml
 from sweep_project import tiny_params, write_tiny_project
 
-from ddrn.config import load_config
 from ddrn.data import open_packed
 from ddrn.errors import ConfigError
+from pipeline.params import load_config
 from pipeline.sweep_space import apply_knobs
 from pipeline.sweep_trial import prepare_trial, score_model, validation_split
 

@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
-from ddrn.config import TrackingConfig, config_from_dict
 from pipeline import tracking
+from pipeline.params import TrackingConfig, config_from_dict
 
 
 def _spec():
@@ -122,7 +122,7 @@ def test_killed_stage_parent_run_is_marked_killed_by_the_next_one(
     killed = subprocess.run(
         [sys.executable, "-c",
          "import os, signal\n"
-         "from ddrn.config import TrackingConfig\n"
+         "from pipeline.params import TrackingConfig\n"
          "from pipeline.tracking import stage_run\n"
          "with stage_run(TrackingConfig(experiment_name='kill-parent'), '.', 'train', 't') as r:\n"
          "    print(r.run_id, flush=True)\n"

@@ -13,8 +13,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
-from ddrn.config import load_config
 from pipeline import tracking, tracking_models
+from pipeline.params import load_config
 
 SYN = {"num_train_ids": 4, "num_test_ids": 4, "num_distractor_ids": 1, "images_per_id": 4,
        "num_cameras": 2, "seed": 5}

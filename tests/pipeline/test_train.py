@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from ddrn.config import RayConfig, config_from_dict, load_config
 from ddrn.engine.provenance import provenance, save_weights
 from pipeline import rundir, train, tune
+from pipeline.params import RayConfig, config_from_dict, load_config
 from pipeline.preflight import check_experiments, pack_source
 
 TINY_SYN = {"num_train_ids": 4, "num_test_ids": 4, "num_distractor_ids": 0, "images_per_id": 4,

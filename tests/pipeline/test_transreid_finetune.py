@@ -13,10 +13,10 @@ import pytest
 import torch
 from transreid_checkpoints import transreid_checkpoint
 
-from ddrn.config import ProjectConfig, config_from_dict
 from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from ddrn.engine.provenance import load_weights
 from pipeline.experiment import prepare_training, train_experiment
+from pipeline.params import ProjectConfig, config_from_dict
 from pipeline.scoring import evaluate_experiment
 
 SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,

@@ -12,14 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddrn.config import (
-    InputConfig,
-    LossConfig,
-    ModelConfig,
-    SyntheticConfig,
-    TrainConfig,
-    load_config,
-)
+from ddrn.config import InputConfig, LossConfig, ModelConfig, SyntheticConfig, TrainConfig
 from ddrn.data import (
     PackedSplit,
     generate_synthetic,
@@ -33,6 +26,7 @@ from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import TrainingError
 from ddrn.losses import LossResult, build_criterion
 from ddrn.models import build_model
+from pipeline.params import load_config
 
 INPUT = InputConfig(height=32, width=16, padding=2)
 MODEL = ModelConfig(embed_dim=32, depth=2, num_heads=2, patch_size=8, stride=8, drop_path=0.1,

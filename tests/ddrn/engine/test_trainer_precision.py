@@ -126,7 +126,7 @@ def test_compiled_training_step_matches_eager(tmp_path: Path, variant: str, amp:
     torch._dynamo.reset()
     counters.clear()
     # One step: the loss is the first forward's, the weights after it one update's.
-    train = dataclasses.replace(TRAIN, epochs=1, amp=amp, iters_per_epoch=1)
+    train = dataclasses.replace(TRAIN, epochs=1, warmup_epochs=0, amp=amp, iters_per_epoch=1)
     model, criterion, loader = _parts(variant, train)
     eager = fit(model, criterion, loader, train, tmp_path / "eager", "cpu", seed=0)
     model_c, criterion_c, loader_c = _parts(variant, train)

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddrn.config import load_config
 from ddrn.losses import build_criterion
 from ddrn.models import ReIDOutput, build_model
+from pipeline.params import load_config
 
 PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 CONFIG = load_config(PARAMS, "demo")

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import torch
 
-from ddrn.config import ModelConfig, load_config
+from ddrn.config import ModelConfig
 from ddrn.losses import build_criterion
 from ddrn.models import ReIDOutput, build_model
+from pipeline.params import load_config
 
 PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 TINY = ModelConfig(embed_dim=32, depth=3, num_heads=2, patch_size=8, stride=6, drop_path=0.0,
