@@ -115,7 +115,7 @@ class Arm:
 
 def _run(name: str, config: Any, work: Path, data_root: Path,
          points: Sequence[dict[str, Any]] | None = None) -> Arm:
-    from pipeline.sweep import run_sweep
+    from pipeline.sweep.search import run_sweep
 
     t0 = time.perf_counter()
     outcome = run_sweep(config, work, data_root=data_root, out_dir=work / name,
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow import MlflowClient
 
     from pipeline.params import load_config
-    from pipeline.tune import ray_session
+    from pipeline.trial.tune import ray_session
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         work = Path(tmp)

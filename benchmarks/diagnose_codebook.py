@@ -4,7 +4,7 @@
 [--seeds 0 1 2] [--jobs 2] [--epochs N] [--table-only]``
 
 Trains the demo profile's variants on the synthetic Occluded-Duke set through the project's own
-training path (:func:`pipeline.experiment.prepare_training` + :func:`ddrn.engine.fit`) with the
+training path (:func:`pipeline.trial.experiment.prepare_training` + :func:`ddrn.engine.fit`) with the
 Embedding Space options of each row, and records per run: the last epoch's code perplexity and
 dead codes over the training tokens (what ``history.json`` and the report's curves hold), the
 same over the test images with the clean argmax (evaluation's codes), and occluded R1/mAP on the
@@ -68,9 +68,9 @@ def run_one(row: str, variant: str, seed: int, overrides: dict[str, Any],
     torch.set_num_threads(1)
     from ddrn.data import open_packed
     from ddrn.engine import fit
-    from pipeline.experiment import PACKED_ROOT, prepare_training
     from pipeline.params import load_config
-    from pipeline.scoring import evaluate_split
+    from pipeline.trial.experiment import PACKED_ROOT, prepare_training
+    from pipeline.trial.scoring import evaluate_split
 
     config = load_config(ROOT / "params.yaml", "demo")
     spec = config.resolve(TRAIN_SET, variant, seed)

@@ -8,7 +8,7 @@ any change to these files, comments included, retrains (correct over fast: nobod
 eye which edits leave the weights alone).
 
 Covered: the library's training packages and ``config.py``, plus the pipeline module that wires
-them for a trial (``pipeline/experiment.py``, found next to the package when the repository is
+them for a trial (``pipeline/trial/experiment.py``, found next to the package when the repository is
 checked out). Evaluation, reporting and tracking code are not: they do not change the weights.
 """
 
@@ -29,7 +29,7 @@ def training_code_files(package: Path = PACKAGE) -> list[Path]:
     for name in TRAINING_CODE:
         path = package / name
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    wiring = package.parent / "pipeline" / "experiment.py"
+    wiring = package.parent / "pipeline" / "trial" / "experiment.py"
     return files + ([wiring] if wiring.is_file() else [])
 
 

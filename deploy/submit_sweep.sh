@@ -36,7 +36,7 @@ runtime_env=$(cat <<JSON
 JSON
 )
 
-# The driver runs on the head; inside the job RAY_ADDRESS is set, so pipeline.sweep joins this
+# The driver runs on the head; inside the job RAY_ADDRESS is set, so pipeline.sweep.search joins this
 # cluster instead of starting a local Ray. --resume continues a sweep interrupted earlier.
 exec ray job submit --address "$RAY_ADDRESS" --working-dir . \
   --runtime-env-json "$runtime_env" -- \

@@ -2,7 +2,7 @@
 
 ``python -m pipeline.evaluate [--experiment NAME]`` evaluates one experiment (repeatable) or every
 experiment of the profile: ``eval/<exp>/<test_set>.npz`` (features, rankings and per-query
-results for the report; per query: :func:`pipeline.scoring.evaluate_experiment`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
+results for the report; per query: :func:`pipeline.trial.scoring.evaluate_experiment`) and ``metrics/<exp>.json`` (R1/R5/R10/mAP/mINP in percent, per test set and ``<set>/twin``), and
 logs the metrics into the experiment's MLflow training run when tracking is on (plus an
 ``evaluate`` parent run per invocation holding the metrics files as artifacts).
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 from ddrn.atomic import atomic_write_text
 from pipeline.cli import base_parser, load_params, run_stage
-from pipeline.experiment import PACKED_ROOT
 from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.preflight import check_experiments
-from pipeline.scoring import evaluate_experiment
+from pipeline.trial.experiment import PACKED_ROOT
+from pipeline.trial.scoring import evaluate_experiment
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: P
         write_metrics(metrics_dir / f"{spec.name}.json", doc)
         docs.append(doc)
         if track:
-            from pipeline.tracking import log_evaluation
+            from pipeline.tracking.runs import log_evaluation
 
             log_evaluation(config.tracking, Path.cwd(), doc)
             _log_model(config, spec, runs_dir / spec.name, packed_root)
@@ -56,8 +56,8 @@ def _log_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path, packe
     import torch
 
     from ddrn.data import open_packed
-    from pipeline.scoring import load_trained_model
-    from pipeline.tracking_models import log_trained_model
+    from pipeline.tracking.models import log_trained_model
+    from pipeline.trial.scoring import load_trained_model
 
     model, _ = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
     query = open_packed(packed_root / spec.test_sets[0]).splits["query"]
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
                         args.packed_root, track=False, allow_partial=args.allow_partial)
     else:
-        from pipeline.tracking import stage_run
+        from pipeline.tracking.runs import stage_run
 
         with stage_run(config.tracking, Path.cwd(), "evaluate", config.profile) as run:
             docs = evaluate(config, specs, args.runs_dir, args.eval_dir, args.metrics_dir,
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 test_sets = sorted(counts, key=lambda t: (-counts[t], t))
                 log.info("MLflow: results table at <tracking server>/%s",
                          run.publish_results_view(test_sets))
-    # Each result was logged once as it was computed (pipeline.scoring); not printed again,
+    # Each result was logged once as it was computed (pipeline.trial.scoring); not printed again,
     # except the mark a partial (unfinished) evaluation must carry on the console too.
     for doc in docs:
         if doc.get("partial"):

@@ -40,9 +40,9 @@ from ddrn.models.output import ReIDOutput
 from ddrn.models.transreid import is_transreid, read_transreid
 from ddrn.models.weights import unwrap_state_dict
 from pipeline.cli import base_parser, run_stage
-from pipeline.devices import resolve_device
 from pipeline.params import ProjectConfig, config_from_dict, load_config
-from pipeline.scoring import evaluate_split
+from pipeline.trial.devices import resolve_device
+from pipeline.trial.scoring import evaluate_split
 
 log = logging.getLogger(__name__)
 

@@ -199,7 +199,7 @@ class Fig6Config:
     Each knob of ``values`` (a model or loss field) takes each listed value while every other
     knob keeps the base variant's; every configuration (the base one once, shared by all knobs)
     trains with each of ``seeds`` for ``epochs`` (null: the sweep's ``max_epochs``) and is scored
-    on the sweep's validation identities (:mod:`pipeline.sweep_grid`). ``values: {}`` turns the
+    on the sweep's validation identities (:mod:`pipeline.sweep.grid`). ``values: {}`` turns the
     study off.
     """
 
@@ -222,7 +222,7 @@ class Fig6Config:
 
 @section
 class SweepConfig:
-    """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep`).
+    """Ray Tune + Optuna sweep over the Fig. 6 knobs (see :mod:`pipeline.sweep.search`).
 
     Every trial trains ``base_variant`` on ``train_set`` with the sampled knobs replacing the
     variant's values, for at most ``max_epochs`` (null: the profile's ``train.epochs``), on the

@@ -25,8 +25,8 @@ from typing import Any
 from ddrn.config import DatasetConfig
 from ddrn.data import read_meta
 from ddrn.errors import CheckpointError, DataError
-from pipeline.devices import resolve_device
 from pipeline.params import ExperimentSpec, ProjectConfig
+from pipeline.trial.devices import resolve_device
 
 TRAIN_SPLITS = ("train",)
 TEST_SPLITS = ("query", "gallery")

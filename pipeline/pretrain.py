@@ -34,12 +34,12 @@ from ddrn.data import open_packed
 from ddrn.data.synthetic import generate_synthetic
 from ddrn.engine import fit
 from pipeline.cli import base_parser, load_params, run_stage
-from pipeline.experiment import build_experiment_model, prepare_training
 from pipeline.file_digest import weights_file_digest
 from pipeline.params import PRETRAIN_SET, ProjectConfig
 from pipeline.preflight import pretrained_source
 from pipeline.preprocess import preprocess_dataset
-from pipeline.scoring import evaluate_split
+from pipeline.trial.experiment import build_experiment_model, prepare_training
+from pipeline.trial.scoring import evaluate_split
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.rundir import read_json, write_json
+from pipeline.trial.rundir import read_json, write_json
 
 TIMINGS_DIR = Path("timings")
 

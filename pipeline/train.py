@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ddrn.errors import TrainingError
-from pipeline import rundir
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.preflight import check_experiments
+from pipeline.trial import rundir
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSp
     Raises:
         TrainingError: one line naming the experiments whose trials failed (after retries).
     """
-    from pipeline.tracking import stage_run
-    from pipeline.tune import TrialJob, run_trials
+    from pipeline.tracking.runs import stage_run
+    from pipeline.trial.tune import TrialJob, run_trials
 
     todo, done = plan(config, specs, runs_dir)
     log.info("train: %d experiments, %d already trained, %d to train", len(specs), len(done),

@@ -1,6 +1,6 @@
 """Eval records for report tests, ranked exactly as the evaluate stage ranks them.
 
-The report only reads :class:`pipeline.eval_record.EvalRecord` files, so a test that hands it
+The report only reads :class:`pipeline.trial.eval_record.EvalRecord` files, so a test that hands it
 made-up features must also hand it the per-query results and rankings of those features; this
 computes them with the evaluate stage's own functions instead of restating them.
 """
@@ -12,8 +12,8 @@ import torch
 
 from ddrn.data import PackedSplit
 from ddrn.evaluation import evaluate_rank_per_query, pairwise_distance
-from pipeline.eval_record import EvalRecord, QueryResults, SplitImages
-from pipeline.scoring import TOPK, ranked_gallery
+from pipeline.trial.eval_record import EvalRecord, QueryResults, SplitImages
+from pipeline.trial.scoring import TOPK, ranked_gallery
 
 
 def images(split: PackedSplit, features: np.ndarray) -> SplitImages:

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from mlflow_server import MlflowServer
 
-from pipeline.rundir import SCRATCH_PREFIX
+from pipeline.trial.rundir import SCRATCH_PREFIX
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

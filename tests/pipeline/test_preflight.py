@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_train import tiny_params
+from tiny_project import tiny_params
 
 from ddrn.data import load_dataset, pack_dataset
 from ddrn.data.synthetic import generate_synthetic

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_project import TINY_SYN, tiny_params
 
 from ddrn.data import load_dataset, pack_dataset
 from ddrn.data.synthetic import _identities, generate_synthetic
@@ -15,7 +16,6 @@ from ddrn.models import build_model
 from pipeline import pretrain
 from pipeline.params import config_from_dict, load_config
 from pipeline.preflight import pack_source
-from tests.pipeline.test_train import TINY_SYN, tiny_params
 
 CORPUS = {**TINY_SYN, "num_train_ids": 6, "num_test_ids": 1, "query_occlusion": 0.0,
           "gallery_occlusion": 0.0, "train_occlusion": 0.0, "seed": 21}

@@ -38,7 +38,7 @@ def malicious(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_malicious_pickle_runs_nothing_in_any_loader(malicious: tuple[Path, Path],
                                                      tmp_path: Path) -> None:
-    from pipeline.report import load_codebook
+    from pipeline.report.build import load_codebook
 
     path, marker = malicious
     loaders = [
