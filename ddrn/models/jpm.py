@@ -27,13 +27,12 @@ import copy
 from typing import Literal
 
 import torch
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ddrn.models.heads import BNNeck, IDClassifier
 from ddrn.models.output import ReIDOutput
-from ddrn.models.vit import embed_tokens
+from ddrn.models.vit import embed_tokens, sie_embedding
 
 
 def shift_and_shuffle(tokens: Tensor, shift: int, groups: int) -> Tensor:
@@ -98,10 +97,7 @@ class JPMReID(nn.Module):
         self.retrieval_dim = (1 + num_parts) * dim
         self.shift, self.groups, self.rearrange = shift, groups, rearrange
         self.sie_coef = sie_coef
-        self.sie_embed: nn.Parameter | None = None
-        if sie and num_cameras > 1:
-            self.sie_embed = nn.Parameter(torch.empty(num_cameras, 1, dim))  # (cams, 1, D)
-            trunc_normal_(self.sie_embed, std=0.02)
+        self.sie_embed = sie_embedding(sie, num_cameras, dim)
         self.global_neck = BNNeck(dim)
         self.classifier = IDClassifier(dim, num_classes)
         self.part_necks = nn.ModuleList(BNNeck(dim) for _ in range(num_parts))
@@ -113,12 +109,7 @@ class JPMReID(nn.Module):
         return self.backbone.patch_embed.num_patches
 
     def forward(self, images: Tensor, camids: Tensor | None = None) -> ReIDOutput:
-        """Embed a batch.
-
-        Args:
-            images: (B, 3, H, W) normalised images of the size the model was built for.
-            camids: (B,) camera ids; required when SIE is on, ignored otherwise.
-        """
+        """Embed a batch: arguments as :meth:`ddrn.models.reid.ViTReID.forward`."""
         vit = self.backbone
         x = embed_tokens(vit, images, self.sie_embed, self.sie_coef, camids)  # (B, 1+N, D)
         for block in vit.blocks:  # blocks 1..N-1

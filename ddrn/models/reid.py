@@ -32,14 +32,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ddrn.models.embedding_space import EmbeddingSpace
 from ddrn.models.heads import BNNeck, IDClassifier
 from ddrn.models.output import ReIDOutput
-from ddrn.models.vit import embed_tokens
+from ddrn.models.vit import embed_tokens, sie_embedding
 
 
 class ViTReID(nn.Module):
@@ -68,10 +67,7 @@ class ViTReID(nn.Module):
         self.embedding_space = embedding_space
         self.id_feature = id_feature
         self.sie_coef = sie_coef
-        self.sie_embed: nn.Parameter | None = None
-        if sie and num_cameras > 1:
-            self.sie_embed = nn.Parameter(torch.empty(num_cameras, 1, dim))  # (cams, 1, D)
-            trunc_normal_(self.sie_embed, std=0.02)
+        self.sie_embed = sie_embedding(sie, num_cameras, dim)
         self.global_neck = BNNeck(dim)
         self.local_neck = BNNeck(dim) if id_feature == "local" else None
         self.classifier = IDClassifier(dim, num_classes)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.layers import resample_abs_pos_embed, resample_patch_embed, trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -54,6 +54,16 @@ class OverlapPatchEmbed(nn.Module):
             raise ValueError(f"input is {tuple(images.shape[-2:])} but the model was built for "
                              f"{self.img_size}; pass input_size=(H, W) to build_model")
         return self.proj(images).flatten(2).transpose(1, 2)
+
+
+def sie_embedding(enabled: bool, num_cameras: int, dim: int) -> nn.Parameter | None:
+    """TransReID's Side Information Embedding: one learned (1, D) vector per camera that
+    :func:`embed_tokens` adds to every token; None when off or with a single camera."""
+    if not enabled or num_cameras <= 1:
+        return None
+    embed = nn.Parameter(torch.empty(num_cameras, 1, dim))  # (cams, 1, D)
+    trunc_normal_(embed, std=0.02)
+    return embed
 
 
 def embed_tokens(vit: VisionTransformer, images: Tensor, sie_embed: Tensor | None = None,

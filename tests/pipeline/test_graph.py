@@ -144,6 +144,14 @@ class Repo:
     def run(self, *cmd: str, timeout: float = 300) -> str:
         return _run(list(cmd), self.path, self.env, timeout)
 
+    def init(self, author: str) -> None:
+        """``git init`` and ``dvc init`` here, with a committer and without DVC's analytics."""
+        self.run("git", "init", "-q")
+        self.run("git", "config", "user.email", "test@example.com")
+        self.run("git", "config", "user.name", author)
+        self.dvc("init", "-q")
+        self.dvc("config", "core.analytics", "false")
+
     def dvc(self, *args: str, timeout: float = 300) -> str:
         return self.run(str(VENV_BIN / "dvc"), *args, timeout=timeout)
 
@@ -164,11 +172,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     write_params(path, "unused")
     repo = Repo(path)
     try:
-        repo.run("git", "init", "-q")
-        repo.run("git", "config", "user.email", "test@example.com")
-        repo.run("git", "config", "user.name", "graph test")
-        repo.dvc("init", "-q")
-        repo.dvc("config", "core.analytics", "false")
+        repo.init("graph test")
         repo.dvc("config", "core.check_update", "false")
         for name in (".gitignore", ".dvcignore"):
             shutil.copy2(PROJECT / name, path / name)

@@ -94,11 +94,7 @@ def test_paper_profile_full_size_on_cpu(tmp_path: Path) -> None:
     write_timm_weights(path, paper)
     repo = Repo(path)
     try:
-        repo.run("git", "init", "-q")
-        repo.run("git", "config", "user.email", "test@example.com")
-        repo.run("git", "config", "user.name", "paper smoke")
-        repo.dvc("init", "-q")
-        repo.dvc("config", "core.analytics", "false")
+        repo.init("paper smoke")
         repo.run("git", "add", "-A")
         repo.run("git", "commit", "-q", "-m", "scratch project")
         repo.dvc("repro", timeout=3000)

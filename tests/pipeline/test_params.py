@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from params_errors import config_error, mutated
 
 from ddrn.config import DATASET_NAMES
 from ddrn.errors import ConfigError
@@ -18,25 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def raw() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def _mutate(raw: dict, path: str, value) -> dict:
-    """A deep copy of ``raw`` with ``path`` (dotted) set to ``value``."""
-    data = copy.deepcopy(raw)
-    node = data
-    *parents, last = path.split(".")
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return data
-
-
-def _error(raw: dict, profile: str | None = None) -> str:
-    with pytest.raises(ConfigError) as info:
-        config_from_dict(raw, profile=profile)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])
@@ -79,7 +61,7 @@ def test_table2_variants_switch_exactly_their_components() -> None:
 
 
 def test_duplicate_experiments_are_merged(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.experiments.extra", {
+    data = mutated(raw, "profiles.demo.experiments.extra", {
         "train_set": "market1501", "test_sets": ["partial_reid"], "variants": ["ddrn"], "seeds": [0]})
     config = config_from_dict(data)
     spec = config.experiment("market1501-ddrn-s0")
@@ -119,14 +101,14 @@ def test_fingerprint_follows_training_inputs_only() -> None:
     ],
 )
 def test_invalid_values_name_the_key(raw: dict, path: str, value, expected: str) -> None:
-    message = _error(_mutate(raw, path, value))
+    message = config_error(mutated(raw, path, value))
     assert expected in message
     assert message.startswith("params.yaml:")
 
 
 def test_codebook_larger_than_width_with_orthogonal_loss(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.model.num_embeddings", 128)  # demo embed_dim is 64
-    message = _error(data)
+    data = mutated(raw, "profiles.demo.model.num_embeddings", 128)  # demo embed_dim is 64
+    message = config_error(data)
     assert "model.num_embeddings=128 exceeds model.embed_dim=64" in message
     # Without the orthogonal loss the same codebook is allowed (variant 'es').
     data["variants"] = {k: v for k, v in data["variants"].items() if k in ("es", "vit_baseline")}
@@ -137,25 +119,25 @@ def test_codebook_larger_than_width_with_orthogonal_loss(raw: dict) -> None:
 
 
 def test_unknown_variant_in_experiments(raw: dict) -> None:
-    data = _mutate(raw, "profiles.demo.experiments.ablation.variants", ["vit_baseline", "nope"])
-    assert "unknown variant 'nope'" in _error(data)
+    data = mutated(raw, "profiles.demo.experiments.ablation.variants", ["vit_baseline", "nope"])
+    assert "unknown variant 'nope'" in config_error(data)
 
 
 def test_experiment_on_undeclared_dataset(raw: dict) -> None:
     data = copy.deepcopy(raw)
     del data["profiles"]["demo"]["datasets"]["dukemtmc"]
-    assert "dataset 'dukemtmc' is not in profiles.demo.datasets" in _error(data)
+    assert "dataset 'dukemtmc' is not in profiles.demo.datasets" in config_error(data)
 
 
 def test_unknown_profile_and_top_level_key(raw: dict) -> None:
-    assert "profile 'nope' not found" in _error(raw, profile="nope")
-    assert "unknown top-level key 'extra'" in _error({**raw, "extra": 1})
+    assert "profile 'nope' not found" in config_error(raw, profile="nope")
+    assert "unknown top-level key 'extra'" in config_error({**raw, "extra": 1})
 
 
 def test_variant_override_invalid_against_profile(raw: dict) -> None:
     # depth 1 is a valid int, but the Embedding Space needs a block after it.
-    data = _mutate(raw, "profiles.demo.model.depth", 1)
-    assert "depth" in _error(data)
+    data = mutated(raw, "profiles.demo.model.depth", 1)
+    assert "depth" in config_error(data)
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
@@ -182,27 +164,27 @@ def test_exponent_numbers_are_floats(tmp_path: Path) -> None:
     assert yaml.safe_load(params.read_text())["profiles"]["demo"]["train"]["lr"] == "3e-3"
     assert load_config(params, "demo").train.lr == pytest.approx(0.003)
     # A string that is not a number stays an error.
-    assert "expected a number, got '3e-x'" in _error(_mutate(raw, "profiles.demo.train.lr",
+    assert "expected a number, got '3e-x'" in config_error(mutated(raw, "profiles.demo.train.lr",
                                                              "3e-x"), "demo")
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "1e999"])
 def test_non_finite_numbers_are_refused(raw: dict, value) -> None:
-    message = _error(_mutate(raw, "profiles.demo.train.lr", value), "demo")
+    message = config_error(mutated(raw, "profiles.demo.train.lr", value), "demo")
     assert "profiles.demo.train.lr" in message and "finite" in message
 
 
 def test_orthogonal_loss_needs_an_embedding_space(raw: dict) -> None:
     """Eq. 3 regularises the codebook: on a variant without one it is refused when params are
     read (before the train stage starts Ray), naming the variant."""
-    bad = _mutate(raw, "variants.vit_baseline.loss", {"orthogonal_weight": 1.0})
-    message = _error(bad, "demo")
+    bad = mutated(raw, "variants.vit_baseline.loss", {"orthogonal_weight": 1.0})
+    message = config_error(bad, "demo")
     assert "variants.vit_baseline" in message and "needs an Embedding Space" in message
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_validation_fraction_outside_0_1_names_the_key(raw: dict, fraction: float) -> None:
-    message = _error(_mutate(raw, "profiles.demo.sweep.validation", {"fraction": fraction}))
+    message = config_error(mutated(raw, "profiles.demo.sweep.validation", {"fraction": fraction}))
     assert message.startswith("params.yaml: profiles.demo.sweep.validation.fraction: expected a "
                               f"share in (0, 1), got {fraction!r}")
 
@@ -224,4 +206,4 @@ def test_validation_fraction_outside_0_1_names_the_key(raw: dict, fraction: floa
     ("profiles.demo.experiments.ablation.seeds", [], "ablation.seeds: expected at least one seed"),
 ])
 def test_pipeline_sections_name_the_key(raw: dict, path: str, value, expected: str) -> None:
-    assert expected in _error(_mutate(raw, path, value))
+    assert expected in config_error(mutated(raw, path, value))

@@ -108,17 +108,26 @@ def stages() -> Iterator[tuple[str, Path, str, list[str]]]:
 
 
 STAGES = list(stages())
+EACH_STAGE = pytest.mark.parametrize(("dvc_file", "stage", "cmd", "deps"), STAGES,
+                                     ids=[f"{f}:{s}" for f, s, _, _ in STAGES])
+
+
+def files_run_by(cmd: str) -> list[str]:
+    """The repository files a stage command runs (its ``python -m`` entries and their imports)."""
+    entries = re.findall(r"python -m ([\w.]+)", cmd)
+    assert entries, f"no `python -m` entry module in {cmd!r}"
+    return sorted(str(p.relative_to(PROJECT)) for p in modules_run_by(entries).values())
+
+
+def _inside(path: str, folder_or_file: str) -> bool:
+    return path == folder_or_file or path.startswith(folder_or_file.rstrip("/") + "/")
 
 
 def uncovered(cmd: str, deps: list[str]) -> list[str]:
-    entries = re.findall(r"python -m ([\w.]+)", cmd)
-    assert entries, f"no `python -m` entry module in {cmd!r}"
-    files = sorted(str(p.relative_to(PROJECT)) for p in modules_run_by(entries).values())
-    return [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
+    return [f for f in files_run_by(cmd) if not any(_inside(f, d) for d in deps)]
 
 
-@pytest.mark.parametrize(("dvc_file", "stage", "cmd", "deps"), STAGES,
-                         ids=[f"{f}:{s}" for f, s, _, _ in STAGES])
+@EACH_STAGE
 def test_stage_deps_cover_every_module_it_runs(dvc_file, stage, cmd, deps) -> None:
     missing = uncovered(cmd, deps)
     assert not missing, f"{dvc_file}:{stage} runs modules none of its deps cover: {missing}"
@@ -126,14 +135,12 @@ def test_stage_deps_cover_every_module_it_runs(dvc_file, stage, cmd, deps) -> No
 
 def unused_code_deps(cmd: str, deps: list[str]) -> list[str]:
     """Code deps (modules and packages of the repository) that no module the stage runs is in."""
-    entries = re.findall(r"python -m ([\w.]+)", cmd)
-    files = [str(p.relative_to(PROJECT)) for p in modules_run_by(entries).values()]
+    files = files_run_by(cmd)
     code = [d for d in deps if d.split("/")[0] in ("ddrn", "pipeline")]
-    return [d for d in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in files)]
+    return [d for d in code if not any(_inside(f, d) for f in files)]
 
 
-@pytest.mark.parametrize(("dvc_file", "stage", "cmd", "deps"), STAGES,
-                         ids=[f"{f}:{s}" for f, s, _, _ in STAGES])
+@EACH_STAGE
 def test_stage_deps_name_no_code_the_stage_does_not_run(dvc_file, stage, cmd, deps) -> None:
     # As narrow as the import graph allows: an edit to code a stage never runs (the report's
     # tables, say) must not make DVC rerun it (and retrain).

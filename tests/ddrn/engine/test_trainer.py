@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from packed_splits import random_split
 from torch import nn
 
 from ddrn.config import InputConfig, LossConfig, ModelConfig, SyntheticConfig, TrainConfig
@@ -36,22 +37,13 @@ TRAIN = TrainConfig(epochs=3, batch_size=8, num_instances=4, lr=0.01, warmup_epo
                     iters_per_epoch=2, device="cpu")
 
 
-def _split(num_ids: int = 4, per_id: int = 4) -> PackedSplit:
-    rng = np.random.default_rng(0)
-    n = num_ids * per_id
-    return PackedSplit(images=rng.integers(0, 256, (n, 32, 16, 3), dtype=np.uint8),
-                       pids=np.repeat(np.arange(num_ids), per_id), camids=np.arange(n) % 2,
-                       occluded=np.zeros(n, bool), occluded_known=np.zeros(n, bool),
-                       paths=[f"{i}.jpg" for i in range(n)])
-
-
 def _parts(criterion_wrapper: type | None = None) -> tuple[nn.Module, nn.Module, object]:
     torch.manual_seed(0)
     model = build_model(MODEL, num_classes=4, num_cameras=2, input_size=(32, 16))
     criterion = build_criterion(LOSS, model.feature_dim, 4)
     if criterion_wrapper is not None:
         criterion = criterion_wrapper(criterion)
-    loader = make_train_loader(_split(), TRAIN, INPUT, "cpu", seed=0)
+    loader = make_train_loader(random_split(), TRAIN, INPUT, "cpu", seed=0)
     return model, criterion, loader
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from packed_splits import random_split
 from torch import nn
 
 from ddrn.config import InputConfig, LossConfig, ModelConfig, TrainConfig
-from ddrn.data import PackedSplit, make_train_loader
+from ddrn.data import make_train_loader
 from ddrn.engine import fit
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.engine.trainer import train_one_epoch
@@ -44,21 +45,12 @@ TRAIN = TrainConfig(epochs=3, batch_size=8, num_instances=4, lr=0.01, warmup_epo
                     iters_per_epoch=2, device="cpu", amp="bf16")
 
 
-def _split(num_ids: int = 4, per_id: int = 4) -> PackedSplit:
-    rng = np.random.default_rng(0)
-    n = num_ids * per_id
-    return PackedSplit(images=rng.integers(0, 256, (n, 32, 16, 3), dtype=np.uint8),
-                       pids=np.repeat(np.arange(num_ids), per_id), camids=np.arange(n) % 2,
-                       occluded=np.zeros(n, bool), occluded_known=np.zeros(n, bool),
-                       paths=[f"{i}.jpg" for i in range(n)])
-
-
 def _parts(variant: str, train: TrainConfig = TRAIN) -> tuple[nn.Module, nn.Module, object]:
     model_cfg, loss_cfg = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(model_cfg, num_classes=4, num_cameras=2, input_size=(32, 16))
     criterion = build_criterion(loss_cfg, model.feature_dim, 4)
-    return model, criterion, make_train_loader(_split(), train, INPUT, "cpu", seed=0)
+    return model, criterion, make_train_loader(random_split(), train, INPUT, "cpu", seed=0)
 
 
 class _Kill:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eval_records import eval_record
+from packed_splits import labelled_split
 
 from ddrn.config import SyntheticConfig
 from pipeline.params import config_from_dict
@@ -232,17 +233,11 @@ def test_report_is_byte_stable(project, tmp_path: Path) -> None:
 
 
 def test_tsne_leaves_out_distractors_and_marks_queries() -> None:
-    from ddrn.data import PackedSplit
 
     rng = np.random.default_rng(0)
 
-    def split(pids: list[int], cam: int) -> PackedSplit:
-        n = len(pids)
-        return PackedSplit(np.zeros((n, 4, 2, 3), np.uint8), np.array(pids), np.full(n, cam),
-                           np.zeros(n, bool), np.zeros(n, bool), [f"{i}.jpg" for i in range(n)])
-
-    record = eval_record(split([1, 2, 0], 0), rng.normal(size=(3, 4)),
-                         split([0, 0, 0, 1, 2, -1], 1), rng.normal(size=(6, 4)))
+    record = eval_record(labelled_split([1, 2, 0], [0] * 3), rng.normal(size=(3, 4)),
+                         labelled_split([0, 0, 0, 1, 2, -1], [1] * 6), rng.normal(size=(6, 4)))
     (feats, pids, is_query), = report.tsne_panels({"m": record}, n_ids=5).values()
     assert pids.tolist() == [1, 2, 1, 2] and is_query.tolist() == [True, True, False, False]
     assert len(feats) == 4

@@ -9,9 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-from sweep_project import write_tiny_project
 
 from ddrn.data import load_dataset, pack_dataset
 from pipeline.params import load_config
@@ -20,13 +18,6 @@ from pipeline.sweep.data import SweepDataCache, store_fingerprint
 from pipeline.sweep.space import apply_knobs
 from pipeline.sweep.trial import prepare_trial, validation_split
 from pipeline.trial.experiment import prepare_training
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sweep-data")
-    write_tiny_project(root, "sqlite:///unused.db")
-    return root
 
 
 def _store(project: Path) -> Path:

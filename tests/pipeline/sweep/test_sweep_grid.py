@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from params_errors import config_error, mutated
 from sweep_project import tiny_params, write_tiny_project
 
 from ddrn.errors import ConfigError
@@ -69,14 +70,7 @@ def test_an_empty_grid_and_the_epochs_default(raw: dict) -> None:
 ])
 def test_config_errors_are_one_line_and_name_the_key(raw: dict, path: str, value,
                                                      message: str) -> None:
-    node = raw["profiles"]["tiny"]["sweep"]["fig6"]
-    *parents, last = path.split(".")
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    with pytest.raises(ConfigError) as info:
-        config_from_dict(raw)
-    assert message in str(info.value) and "\n" not in str(info.value)
+    assert message in config_error(mutated(raw, f"profiles.tiny.sweep.fig6.{path}", value))
 
 
 @pytest.mark.parametrize(("knob", "values", "variant_model", "message"), [

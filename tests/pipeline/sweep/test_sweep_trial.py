@@ -28,13 +28,6 @@ def _person(path: str) -> int:
     return int(m.group(1))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sweep-trial")
-    write_tiny_project(root, "sqlite:///unused.db")
-    return root
-
-
 def test_the_trial_trains_and_scores_on_disjoint_identities(project: Path) -> None:
     config = load_config(project / "params.yaml")
     data_root = project / "data" / "packed"
