@@ -235,6 +235,18 @@ def split_sentence(summary: Mapping[str, Any]) -> str:
             "validation mAP. Its test numbers come from training it in the main pipeline (below).")
 
 
+def _rerun_note(summary: Mapping[str, Any]) -> str:
+    """Why a rerun of the same sweep can list other trials (empty when trials ran one by one)."""
+    at_once = summary.get("max_concurrent_trials", 1)
+    if at_once <= 1:
+        return ""
+    # Optuna's TPE suggests from the trials finished so far; with trials running side by side,
+    # which finishes first is a matter of timing, not of the seed.
+    return (f" With up to {at_once} trials at once, TPE's later samples depend on the order in "
+            "which trials finish, so a rerun of this sweep can sample other configurations and "
+            "stop other trials; a given configuration and seed trains to the same scores.")
+
+
 def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float],
                     figures: Sequence[Path], out_dir: Path, top: int = 5,
                     grid: tuple[GridStudy, Path] | None = None) -> str:
@@ -266,7 +278,8 @@ def render_markdown(summary: Mapping[str, Any], importances: Mapping[str, float]
         + (f"; {s['errors']} trial(s) ended in error" if s["errors"] else "") + ". "
         "The best mAP of the full budget is not measured: it would need every configuration run "
         "to the end. Trials that ASHA stopped are told to Optuna with their last (truncated) mAP, "
-        "which biases TPE towards configurations that learn fast.",
+        "which biases TPE towards configurations that learn fast."
+        + _rerun_note(summary),
         "",
         "## TPE samples: mAP against each knob (all knobs move together)",
         "",

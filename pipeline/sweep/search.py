@@ -242,6 +242,7 @@ def _summary(config: ProjectConfig, exp_name: str, exp_path: str, trials: list[d
         "selection": "validation", "validation": validation,
         "num_samples": sweep.num_samples, "max_epochs": max_epochs,
         "grace_period": sweep.grace_period, "reduction_factor": sweep.reduction_factor,
+        "max_concurrent_trials": sweep.max_concurrent_trials,
         "space": {k: plain(dataclasses.asdict(v)) for k, v in sweep.space.items()},
         "base": plain({k: base[k] for k in (*sweep.space, "margin_head", "sampling")}),
         "duration_s": round(seconds, 1), "num_nodes": num_nodes,

@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,45 +127,39 @@ def prepare_trial(config: ProjectConfig, spec: ExperimentSpec, data_root: str | 
                      data.gallery)
 
 
+@dataclasses.dataclass
 class EpochReporter:
     """Engine callback: scores mAP on the validation query/gallery and reports it to Tune.
 
     Reports ``epoch`` (ASHA's time attribute), ``mAP``/``R1``/``mINP`` (percent, validation
-    identities), the engine's epoch metrics under ``train/``, where the trial ran (``node_id``,
-    ``hostname``, ``pid``) and the engine checkpoint; the scores also go to the trial's MLflow run
-    as ``<train_set>/val.<metric>`` (never under a test set's name). Scores every
-    ``sweep.eval_every`` epochs and always at ``max_epochs``, the trial's last.
+    identities), the engine's epoch metrics under ``train/``, ``extra`` (where the trial ran:
+    ``node_id``, ``hostname``, ``pid``) and the engine checkpoint; the scores also go to the
+    trial's MLflow run as ``<train_set>/val.<metric>`` (never under a test set's name). Scores
+    every ``sweep.eval_every`` epochs and always at ``max_epochs``, the trial's last.
     """
 
-    def __init__(self, model: Any, query: PackedSplit, gallery: PackedSplit,
-                 config: ProjectConfig, device: Any, extra: Mapping[str, Any],
-                 tracker: TrialTracker | None = None, scratch: Path | None = None, *,
-                 max_epochs: int, fingerprint: str) -> None:
-        self.max_epochs = max_epochs
-        self.model = model
-        self.query = query
-        self.gallery = gallery
-        self.config = config
-        self.device = device
-        self.extra = dict(extra)
-        self.tracker = tracker
-        self.scratch = scratch
-        self.fingerprint = fingerprint
+    data: TrialData
+    config: ProjectConfig
+    extra: dict[str, Any]
+    scratch: Path
+    max_epochs: int
+    fingerprint: str
+    tracker: TrialTracker | None = None
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
 
         sweep = self.config.sweep
         if epoch % sweep.eval_every and epoch != self.max_epochs:
             return
-        scores = score_model(self.model, self.query, self.gallery, self.config, self.device)
+        scores = score_model(self.data.setup.model, self.data.query, self.data.gallery,
+                             self.config, self.data.setup.device)
         if self.tracker is not None and self.tracker.run_id is not None:
             log_metrics(self.tracker.target.uri, self.tracker.run_id,
                         {f"{sweep.train_set}/val.{k}": round(float(v), 2)
                          for k, v in scores.items()}, step=epoch)
         report = {**{f"train/{k}": float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float))}, **scores, "epoch": epoch, **self.extra}
-        scratch = self.scratch or (checkpoint.parent if checkpoint is not None else Path.cwd())
-        report_epoch(report, epoch, checkpoint, scratch, self.fingerprint)
+        report_epoch(report, epoch, checkpoint, self.scratch, self.fingerprint)
 
 
 def score_model(model: Any, query: PackedSplit, gallery: PackedSplit, config: ProjectConfig,
@@ -249,9 +242,8 @@ def _run_trial(knobs: dict[str, Any], ctx: TrialContext, *, name: str,
              "pid": os.getpid(), "resumed_from_epoch": resumed_from}
     tracker = (TrialTracker(ctx.tracking, spec, config.input, fingerprint)
                if ctx.tracking else None)
-    reporter = EpochReporter(setup.model, data.query, data.gallery, config, setup.device, where,
-                             tracker, scratch=run_dir, max_epochs=spec.train.epochs,
-                             fingerprint=fingerprint)
+    reporter = EpochReporter(data, config, where, scratch=run_dir, max_epochs=spec.train.epochs,
+                             fingerprint=fingerprint, tracker=tracker)
     ok = False
     try:
         if tracker is not None:

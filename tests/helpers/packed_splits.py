@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from ddrn.data import PackedSplit
+from ddrn.config import SyntheticConfig
+from ddrn.data import PackedSplit, generate_synthetic, load_dataset, open_packed, pack_dataset
 
 
 def labelled_split(pids, camids, images: np.ndarray | None = None) -> PackedSplit:
@@ -21,3 +24,13 @@ def random_split(num_ids: int = 4, per_id: int = 4, image_size: tuple[int, int] 
     n = num_ids * per_id
     images = np.random.default_rng(seed).integers(0, 256, (n, *image_size, 3), dtype=np.uint8)
     return labelled_split(np.repeat(np.arange(num_ids), per_id), np.arange(n) % 2, images)
+
+
+def synthetic_train_split(name: str, synthetic: SyntheticConfig, root: Path, height: int,
+                          width: int) -> PackedSplit:
+    """``name``'s synthetic set generated under ``root/raw``, packed at ``height`` x ``width``
+    under ``root/packed``; its train split (real JPEGs through the real loader and packer)."""
+    generate_synthetic(name, synthetic, root / "raw")
+    pack_dataset(load_dataset(name, root / "raw", log_table=False), root / "packed", height, width,
+                 progress=False)
+    return open_packed(root / "packed").splits["train"]

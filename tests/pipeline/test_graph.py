@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow_server import MlflowServer
+from tiny_project import five_synthetic_sets
 
 from pipeline.trial.rundir import SCRATCH_PREFIX
 
@@ -41,13 +42,8 @@ TEST_SETS = ("occluded_duke", "partial_reid")
 def tiny_params(experiment_name: str, epochs: int = 2, iters_per_epoch: int = 2) -> dict:
     """params.yaml of the scratch repo: the project's variants and one tiny profile."""
     variants = yaml.safe_load((PROJECT / "params.yaml").read_text())["variants"]
-    datasets = {
-        "occluded_duke": {"num_train_ids": 6, "num_test_ids": 5, "seed": 1},
-        "market1501": {"num_train_ids": 2, "num_test_ids": 2, "query_occlusion": 0.0, "seed": 2},
-        "dukemtmc": {"num_train_ids": 2, "num_test_ids": 2, "query_occlusion": 0.0, "seed": 3},
-        "occluded_reid": {"num_train_ids": 1, "num_test_ids": 3, "num_distractor_ids": 0, "seed": 4},
-        "partial_reid": {"num_train_ids": 1, "num_test_ids": 3, "num_distractor_ids": 0, "seed": 5},
-    }
+    datasets = five_synthetic_sets({"occluded_duke": (6, 5), "market1501": (2, 2),
+                                    "dukemtmc": (2, 2)})
     return {"profile": "tiny", "variants": variants, "profiles": {"tiny": {
         "seed": 0,
         "datasets": {k: {"source": "synthetic", "synthetic": {**SYN, **v}}

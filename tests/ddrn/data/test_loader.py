@@ -1,16 +1,9 @@
 import pytest
 import torch
+from packed_splits import synthetic_train_split
 
 from ddrn.config import InputConfig, SyntheticConfig, TrainConfig
-from ddrn.data import (
-    PackedSplit,
-    TrainLoader,
-    generate_synthetic,
-    load_dataset,
-    make_train_loader,
-    open_packed,
-    pack_dataset,
-)
+from ddrn.data import PackedSplit, TrainLoader, make_train_loader
 
 INPUT = InputConfig(height=32, width=16, padding=2)
 TRAIN = TrainConfig(batch_size=8, num_instances=2, iters_per_epoch=5)
@@ -21,9 +14,7 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> PackedSplit:
     tmp = tmp_path_factory.mktemp("loader")
     cfg = SyntheticConfig(num_train_ids=6, num_test_ids=2, num_distractor_ids=0, images_per_id=4,
                           num_cameras=3, height=32, width=16, seed=1)
-    generate_synthetic("dukemtmc", cfg, tmp / "raw")
-    pack_dataset(load_dataset("dukemtmc", tmp / "raw"), tmp / "packed", 32, 16)
-    return open_packed(tmp / "packed").splits["train"]
+    return synthetic_train_split("dukemtmc", cfg, tmp, 32, 16)
 
 
 def test_train_loader_batches(split: PackedSplit) -> None:

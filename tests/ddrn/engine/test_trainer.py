@@ -10,18 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from packed_splits import random_split
+from packed_splits import random_split, synthetic_train_split
 from torch import nn
 
 from ddrn.config import InputConfig, LossConfig, ModelConfig, SyntheticConfig, TrainConfig
-from ddrn.data import (
-    PackedSplit,
-    generate_synthetic,
-    load_dataset,
-    make_train_loader,
-    open_packed,
-    pack_dataset,
-)
+from ddrn.data import PackedSplit, make_train_loader
 from ddrn.engine import fit
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import TrainingError
@@ -127,10 +120,7 @@ def occluded_train(tmp_path_factory: pytest.TempPathFactory) -> PackedSplit:
     root = tmp_path_factory.mktemp("codebook")
     syn = SyntheticConfig(num_train_ids=16, num_test_ids=2, num_distractor_ids=0, images_per_id=8,
                           num_cameras=4, occluded_area=(0.25, 0.55), seed=11)
-    generate_synthetic("occluded_duke", syn, root / "raw")
-    dataset = load_dataset("occluded_duke", root / "raw", log_table=False)
-    pack_dataset(dataset, root / "packed", 64, 32, progress=False)
-    return open_packed(root / "packed").splits["train"]
+    return synthetic_train_split("occluded_duke", syn, root, 64, 32)
 
 
 @pytest.mark.parametrize(("variant", "old"), [("es", False), ("ddrn", False), ("es", True)],

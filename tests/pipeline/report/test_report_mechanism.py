@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_project import DDRN_VARIANT, pack_synthetic, scratch_params
 
-from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from pipeline.params import ProjectConfig, config_from_dict
 from pipeline.report import build as report
 from pipeline.report.mechanism import FIGURE, mechanism_section
@@ -14,38 +14,16 @@ from pipeline.trial.experiment import train_experiment
 from pipeline.trial.mechanism import read_mechanism
 from pipeline.trial.scoring import evaluate_experiment
 
-SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,
-       "num_cameras": 2, "height": 32, "width": 16, "seed": 3}
-RAW = {
-    "profile": "tiny",
-    "variants": {"hs": {"description": "HS only", "loss": {"margin_head": "hs_arcface"}},
-                 "ddrn": {"description": "DDRN", "model": {"embedding_space": True},
-                          "loss": {"orthogonal_weight": 1.0, "margin_head": "hs_arcface"}}},
-    "profiles": {"tiny": {
-        "seed": 0,
-        "datasets": {"occluded_duke": {"source": "synthetic", "synthetic": SYN}},
-        "input": {"height": 32, "width": 16, "padding": 2},
-        "model": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "stride": 6,
-                  "drop_path": 0.0, "num_embeddings": 8},
-        "loss": {"k": 3},
-        "train": {"epochs": 3, "batch_size": 8, "num_instances": 4, "lr": 0.01,
-                  "warmup_epochs": 1, "iters_per_epoch": 3, "device": "cpu"},
-        "evaluation": {"batch_size": 16},
-        "tracking": {"enabled": False},
-        "experiments": {"ablation": {"train_set": "occluded_duke", "test_sets": ["occluded_duke"],
-                                     "variants": ["hs", "ddrn"], "seeds": [0]}},
-    }},
-}
+RAW = scratch_params({"hs": {"description": "HS only", "loss": {"margin_head": "hs_arcface"}},
+                      "ddrn": {"description": "DDRN", **DDRN_VARIANT}},
+                     stride=6, epochs=3, iters_per_epoch=3, loss={"k": 3})
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, report.ReportPaths]:
     root = tmp_path_factory.mktemp("mechanism")
     config = config_from_dict(RAW)
-    generate_synthetic("occluded_duke", config.datasets["occluded_duke"].synthetic,
-                       root / "raw" / "occluded_duke")
-    dataset = load_dataset("occluded_duke", root / "raw" / "occluded_duke", log_table=False)
-    pack_dataset(dataset, root / "packed" / "occluded_duke", 32, 16, progress=False)
+    pack_synthetic(config, root)
     paths = report.ReportPaths(metrics=root / "metrics", eval=root / "eval", runs=root / "runs",
                                packed=root / "packed", timings=root / "timings",
                                out=root / "reports")

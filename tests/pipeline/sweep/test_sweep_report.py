@@ -81,6 +81,15 @@ def test_write_report(tmp_path: Path) -> None:
     assert len(best_rows) == 5
 
 
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_the_report_says_when_trial_order_can_change_a_rerun(tmp_path: Path, at_once: int) -> None:
+    (tmp_path / "sweep_trials.json").write_text(
+        json.dumps({**_summary(), "max_concurrent_trials": at_once}))
+    md = write_report(tmp_path / "sweep_trials.json", tmp_path).read_text()
+    assert ("order in which trials finish" in md) == (at_once > 1)
+    assert (f"up to {at_once} trials at once" in md) == (at_once > 1)
+
+
 def test_cli_reports_a_missing_summary_in_one_line(tmp_path: Path, capsys) -> None:
     from pipeline.cli import run_stage
 

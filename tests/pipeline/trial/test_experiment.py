@@ -9,51 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_project import DDRN_VARIANT, pack_synthetic, scratch_params
 
-from ddrn.data import generate_synthetic, load_dataset, pack_dataset
 from ddrn.engine.checkpoint import load_checkpoint
 from ddrn.errors import CheckpointError
 from pipeline import evaluate as evaluate_stage
 from pipeline.cli import run_stage
 from pipeline.evaluate_checkpoint import evaluate_checkpoint
 from pipeline.params import ProjectConfig, config_from_dict
-from pipeline.preflight import pack_source
 from pipeline.trial.eval_record import EvalRecord
 from pipeline.trial.experiment import train_experiment
 from pipeline.trial.scoring import evaluate_experiment
 
-SYN = {"num_train_ids": 6, "num_test_ids": 5, "num_distractor_ids": 1, "images_per_id": 4,
-       "num_cameras": 2, "height": 32, "width": 16, "seed": 3}
-RAW = {
-    "profile": "tiny",
-    "variants": {"vit_baseline": {}, "ddrn": {"model": {"embedding_space": True},
-                                              "loss": {"orthogonal_weight": 1.0,
-                                                       "margin_head": "hs_arcface"}}},
-    "profiles": {"tiny": {
-        "seed": 0,
-        "datasets": {"occluded_duke": {"source": "synthetic", "synthetic": SYN}},
-        "input": {"height": 32, "width": 16, "padding": 2},
-        "model": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "stride": 8,
-                  "drop_path": 0.0, "num_embeddings": 8},
-        "train": {"epochs": 2, "batch_size": 8, "num_instances": 4, "lr": 0.01,
-                  "warmup_epochs": 1, "iters_per_epoch": 2, "device": "cpu"},
-        "evaluation": {"batch_size": 16},
-        "tracking": {"enabled": False},
-        "experiments": {"ablation": {"train_set": "occluded_duke", "test_sets": ["occluded_duke"],
-                                     "variants": ["vit_baseline", "ddrn"], "seeds": [0]}},
-    }},
-}
+RAW = scratch_params({"vit_baseline": {}, "ddrn": DDRN_VARIANT})
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, Path]:
     root = tmp_path_factory.mktemp("project")
     config = config_from_dict(RAW)
-    syn = config.datasets["occluded_duke"].synthetic
-    generate_synthetic("occluded_duke", syn, root / "raw" / "occluded_duke")
-    dataset = load_dataset("occluded_duke", root / "raw" / "occluded_duke", log_table=False)
-    pack_dataset(dataset, root / "packed" / "occluded_duke", 32, 16, progress=False,
-                 source=pack_source(config.datasets["occluded_duke"]))
+    pack_synthetic(config, root)
     return config, root
 
 
