@@ -157,7 +157,7 @@ def test_resume_continues_an_interrupted_sweep(tmp_path: Path, mlflow_server) ->
                                 grace_period=4)
     # Slower epochs, so the driver is surely killed while a trial is between checkpoints.
     params.write_text(params.read_text().replace("iters_per_epoch: 2", "iters_per_epoch: 300"))
-    cmd = [sys.executable, "-m", "pipeline.sweep.search", "--params", str(params),
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--params", str(params),
            "--data", str(tmp_path / "data" / "packed"), "--out", str(tmp_path / "reports"),
            "--storage-path", str(tmp_path / "ray_results")]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",

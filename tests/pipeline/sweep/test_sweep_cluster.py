@@ -87,7 +87,7 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _sweep_cmd(tmp_path: Path, params: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.sweep.search", "--params", str(params),
+    return [sys.executable, "-m", "pipeline.sweep", "--params", str(params),
             "--data", str(tmp_path / "data" / "packed"), "--out", str(tmp_path / "reports"),
             "--storage-path", str(tmp_path / "ray_results"), *extra]
 
