@@ -26,11 +26,19 @@ def random_split(num_ids: int = 4, per_id: int = 4, image_size: tuple[int, int] 
     return labelled_split(np.repeat(np.arange(num_ids), per_id), np.arange(n) % 2, images)
 
 
+def pack_synthetic_set(name: str, synthetic: SyntheticConfig, raw: Path, packed: Path, height: int,
+                       width: int, source: dict | None = None) -> Path:
+    """``name``'s synthetic set generated into ``raw`` (official layout) and packed into
+    ``packed`` at ``height`` x ``width``, as the download and preprocess stages do; returns
+    ``packed``."""
+    generate_synthetic(name, synthetic, raw)
+    return pack_dataset(load_dataset(name, raw, log_table=False), packed, height, width,
+                        progress=False, source=source)
+
+
 def synthetic_train_split(name: str, synthetic: SyntheticConfig, root: Path, height: int,
                           width: int) -> PackedSplit:
-    """``name``'s synthetic set generated under ``root/raw``, packed at ``height`` x ``width``
-    under ``root/packed``; its train split (real JPEGs through the real loader and packer)."""
-    generate_synthetic(name, synthetic, root / "raw")
-    pack_dataset(load_dataset(name, root / "raw", log_table=False), root / "packed", height, width,
-                 progress=False)
-    return open_packed(root / "packed").splits["train"]
+    """The train split of ``name``'s synthetic set packed under ``root`` (real JPEGs through the
+    real loader and packer)."""
+    packed = pack_synthetic_set(name, synthetic, root / "raw", root / "packed", height, width)
+    return open_packed(packed).splits["train"]

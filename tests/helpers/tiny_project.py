@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ddrn.data import generate_synthetic, load_dataset, pack_dataset
+from packed_splits import pack_synthetic_set
 
 TINY_SYN = {"num_train_ids": 4, "num_test_ids": 4, "num_distractor_ids": 0, "images_per_id": 4,
             "num_cameras": 2, "height": 32, "width": 16}
@@ -57,17 +57,13 @@ def scratch_params(variants: dict, *, stride: int = 8, epochs: int = 2, iters_pe
 
 
 def pack_synthetic(config, root: Path, name: str = "occluded_duke") -> Path:
-    """Generate ``name``'s synthetic set under ``root/raw`` and pack it under ``root/packed``
-    at the profile's input size, as the download and preprocess stages do; return the pack."""
+    """``name``'s synthetic set of the profile ``config`` under ``root/raw/<name>``, packed at the
+    profile's input size into ``root/packed/<name>`` (returned)."""
     from pipeline.preflight import pack_source
 
-    dataset_config = config.datasets[name]
-    generate_synthetic(name, dataset_config.synthetic, root / "raw" / name)
-    dataset = load_dataset(name, root / "raw" / name, log_table=False)
-    packed = root / "packed" / name
-    pack_dataset(dataset, packed, config.input.height, config.input.width, progress=False,
-                 source=pack_source(dataset_config))
-    return packed
+    dataset = config.datasets[name]
+    return pack_synthetic_set(name, dataset.synthetic, root / "raw" / name, root / "packed" / name,
+                              config.input.height, config.input.width, pack_source(dataset))
 
 
 def five_synthetic_sets(train_test_ids: dict[str, tuple[int, int]]) -> dict[str, dict]:
