@@ -54,7 +54,7 @@ def plan(config: ProjectConfig, specs: Sequence[ExperimentSpec],
     return todo, done
 
 
-def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSpec],
+def train(config: ProjectConfig, specs: Sequence[ExperimentSpec],
           root: Path, runs_dir: Path) -> dict[str, int]:
     """Train ``specs`` that are not done; returns counts ``{"trained", "skipped", "failed"}``.
 
@@ -75,8 +75,7 @@ def train(config: ProjectConfig, params_path: Path, specs: Sequence[ExperimentSp
             run.log_params({"experiments": len(specs), "skipped": len(done), "to_train": len(todo),
                             "cpus_per_trial": config.ray.cpus_per_trial,
                             "gpus_per_trial": config.ray.gpus_per_trial})
-        job = TrialJob(params_path=str(params_path.resolve()), profile=config.profile,
-                       root=str(root.resolve()), runs_dir=str(runs_dir.resolve()),
+        job = TrialJob(config=config, root=str(root.resolve()), runs_dir=str(runs_dir.resolve()),
                        tracking=run.target(config.tracking.log_checkpoints) if run else None)
         name = f"train-{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
         outcomes = run_trials(job, [s.name for s in todo], config.ray, name)
@@ -108,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs = [config.experiment(name) for name in args.experiment]
     else:
         specs = config.experiments_list()
-    counts = train(config, args.params, specs, Path.cwd(), args.runs_dir)
+    counts = train(config, specs, Path.cwd(), args.runs_dir)
     log.info("train: %(trained)d trained, %(skipped)d skipped, %(failed)d failed", counts)
     return 0
 

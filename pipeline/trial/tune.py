@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ddrn.errors import DDRNError, TrainingError
-from pipeline.params import RayConfig
+from pipeline.params import ProjectConfig, RayConfig
 from pipeline.tracking.runs import TrackingTarget
 from pipeline.trial import rundir
 
@@ -53,8 +53,8 @@ class TrialJob:
     All paths are absolute: Ray runs trials in other working directories (and other machines).
     """
 
-    params_path: str
-    profile: str
+    config: ProjectConfig
+    """The resolved project config, as the driver loaded it (trials do not re-read params.yaml)."""
     root: str
     runs_dir: str
     tracking: TrackingTarget | None = None
@@ -272,7 +272,6 @@ def _trainable(trial_config: dict[str, Any], job: TrialJob) -> None:
 def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
     from ray import tune
 
-    from pipeline.params import load_config
     from pipeline.tracking.runs import TrialTracker
     from pipeline.trial.experiment import train_experiment
 
@@ -281,7 +280,7 @@ def _train_trial(trial_config: dict[str, Any], job: TrialJob) -> None:
         # the repository root (a worker runs one trial at a time, and every trial of the stage
         # wants the same root, so a reused worker is left where the next trial needs it).
         os.chdir(job.root)
-    config = load_config(job.params_path, job.profile)
+    config = job.config
     spec = config.experiment(trial_config["experiment"])
     run_dir = Path(job.runs_dir) / spec.name
     fingerprint = config.fingerprint(spec)

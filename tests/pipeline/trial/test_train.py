@@ -127,7 +127,7 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     config = load_config(params)
     specs = config.experiments_list()
-    counts = train.train(config, params, specs, root, root / "runs")
+    counts = train.train(config, specs, root, root / "runs")
     assert counts == {"trained": 2, "skipped": 0, "failed": 0}
     for spec in specs:
         done = json.loads((root / "runs" / spec.name / "done.json").read_text())
@@ -149,7 +149,7 @@ def test_trials_train_through_ray_and_mlflow(tiny_project: tuple[Path, Path], ra
         for key in routing:
             assert len(client.get_metric_history(r.info.run_id, key)) == (2 if has_hs else 0), key
     # Nothing changed: every trial is skipped, Ray is not even started.
-    assert train.train(config, params, specs, root, root / "runs")["skipped"] == 2
+    assert train.train(config, specs, root, root / "runs")["skipped"] == 2
 
 
 def test_a_reused_worker_trains_what_a_fresh_one_does(tiny_project: tuple[Path, Path],
@@ -166,8 +166,7 @@ def test_a_reused_worker_trains_what_a_fresh_one_does(tiny_project: tuple[Path, 
     one_at_a_time = RayConfig(cpus_per_trial=1, max_concurrent_trials=1, max_failures=0)
 
     def run(names: list[str], runs: str) -> list[tune.TrialOutcome]:
-        job = tune.TrialJob(params_path=str(params), profile=config.profile, root=str(root),
-                            runs_dir=str(root / runs))
+        job = tune.TrialJob(config=config, root=str(root), runs_dir=str(root / runs))
         return tune.run_trials(job, names, one_at_a_time, f"reuse-{runs}")
 
     shared = run([first, second], "shared")
@@ -219,7 +218,7 @@ def test_project_errors_in_a_trial_are_not_retried(tiny_project: tuple[Path, Pat
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(train.TrainingError) as info:
-        train.train(config, params, [spec], root, root / "runs")
+        train.train(config, [spec], root, root / "runs")
     message = str(info.value)
     assert "\n" not in message and "last.pt: cannot be read" in message
     spec_doc = json.loads((run_dir / "spec.json").read_text())
