@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tiny_project import pack_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,17 +59,10 @@ def tiny_params(tracking_uri: str, *, num_samples: int = 4, max_epochs: int = 2,
 def write_tiny_project(root: Path, tracking_uri: str, **kwargs: Any) -> Path:
     """Write ``root/params.yaml`` and pack the tiny dataset into ``root/data/packed``; return the
     params path."""
-    from ddrn.data import generate_synthetic, load_dataset, pack_dataset
     from pipeline.params import load_config
-    from pipeline.preflight import pack_source
 
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params(tracking_uri, **kwargs), sort_keys=False))
     config = load_config(params)
-    ds = config.datasets["occluded_duke"]
-    raw_dir = root / "data" / "raw" / "occluded_duke"
-    generate_synthetic("occluded_duke", ds.synthetic, raw_dir)
-    dataset = load_dataset("occluded_duke", raw_dir, log_table=False)
-    pack_dataset(dataset, root / "data" / "packed" / "occluded_duke", config.input.height,
-                 config.input.width, progress=False, source=pack_source(ds))
+    pack_synthetic(config, root / "data")
     return params

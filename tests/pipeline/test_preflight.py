@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_project import tiny_params
+from tiny_project import pack_synthetic, tiny_params
 
-from ddrn.data import load_dataset, pack_dataset
-from ddrn.data.synthetic import generate_synthetic
 from ddrn.errors import CheckpointError, DataError
 from pipeline.params import load_config
-from pipeline.preflight import check_experiments, pack_source
+from pipeline.preflight import check_experiments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,11 +26,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("preflight")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     config = load_config(root / "params.yaml")
-    ds_cfg = config.datasets["occluded_duke"]
-    generate_synthetic("occluded_duke", ds_cfg.synthetic, root / "data/raw/occluded_duke")
-    ds = load_dataset("occluded_duke", root / "data/raw/occluded_duke", log_table=False)
-    pack_dataset(ds, root / "data/packed/occluded_duke", 32, 16, num_threads=1, progress=False,
-                 source=pack_source(ds_cfg))
+    pack_synthetic(config, root / "data")
     return root
 
 

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_project import TINY_SYN, tiny_params
+from tiny_project import TINY_SYN, pack_synthetic, tiny_params
 
-from ddrn.data import load_dataset, pack_dataset
-from ddrn.data.synthetic import _identities, generate_synthetic
+from ddrn.data.synthetic import _identities
 from ddrn.models import build_model
 from pipeline import pretrain
 from pipeline.params import config_from_dict, load_config
-from pipeline.preflight import pack_source
 
 CORPUS = {**TINY_SYN, "num_train_ids": 6, "num_test_ids": 1, "query_occlusion": 0.0,
           "gallery_occlusion": 0.0, "train_occlusion": 0.0, "seed": 21}
@@ -35,11 +33,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(pretrain_params()))
     config = load_config(tmp_path / "params.yaml")
-    ds_cfg = config.datasets["occluded_duke"]
-    generate_synthetic("occluded_duke", ds_cfg.synthetic, tmp_path / "data/raw/occluded_duke")
-    ds = load_dataset("occluded_duke", tmp_path / "data/raw/occluded_duke", log_table=False)
-    pack_dataset(ds, tmp_path / "data/packed/occluded_duke", 32, 16, num_threads=1,
-                 progress=False, source=pack_source(ds_cfg))
+    pack_synthetic(config, tmp_path / "data")
     return tmp_path
 
 

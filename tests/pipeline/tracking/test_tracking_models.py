@@ -12,6 +12,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
+from tiny_project import pack_synthetic
 
 from pipeline.params import load_config
 from pipeline.tracking import models as tracking_models
@@ -42,8 +43,7 @@ def _params(experiment_name: str) -> dict:
 def test_registered_model_extracts_the_checkpoints_features(
         mlflow_server: MlflowServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from ddrn.data import load_dataset, open_packed, pack_dataset
-    from ddrn.data.synthetic import generate_synthetic
+    from ddrn.data import open_packed
     from ddrn.evaluation import extract_features
     from pipeline.trial.experiment import train_experiment
     from pipeline.trial.scoring import load_trained_model
@@ -51,11 +51,8 @@ def test_registered_model_extracts_the_checkpoints_features(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params("registry-test")))
     config = load_config(tmp_path / "params.yaml")
-    generate_synthetic("occluded_duke", config.datasets["occluded_duke"].synthetic,
-                       tmp_path / "data/raw/occluded_duke")
-    ds = load_dataset("occluded_duke", tmp_path / "data/raw/occluded_duke", log_table=False)
     packed_root = tmp_path / "data/packed"
-    pack_dataset(ds, packed_root / "occluded_duke", 32, 16, num_threads=1, progress=False)
+    pack_synthetic(config, tmp_path / "data")
     query = open_packed(packed_root / "occluded_duke").splits["query"]
 
     # Two seeds of one variant trained for real, each in its own trial run; seed 1 scores better.

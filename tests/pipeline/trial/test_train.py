@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_project import tiny_params
+from tiny_project import pack_synthetic, tiny_params
 
 from ddrn.engine.provenance import provenance, save_weights
 from pipeline import train
 from pipeline.params import RayConfig, config_from_dict, load_config
-from pipeline.preflight import check_experiments, pack_source
+from pipeline.preflight import check_experiments
 from pipeline.trial import rundir, tune
 
 
@@ -104,17 +104,11 @@ def test_resources_never_ask_for_absent_gpus(ray_local: None) -> None:
 def tiny_project(tmp_path: Path) -> tuple[Path, Path]:
     """params.yaml plus the tiny training set, generated and packed for real."""
     pytest.importorskip("pipeline.trial.experiment", reason="pipeline.trial.experiment not available yet")
-    from ddrn.data import load_dataset, pack_dataset
-    from ddrn.data.synthetic import generate_synthetic
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params()))
     config = load_config(params)
-    ds_cfg = config.datasets["occluded_duke"]
-    generate_synthetic("occluded_duke", ds_cfg.synthetic, tmp_path / "data/raw/occluded_duke")
-    ds = load_dataset("occluded_duke", tmp_path / "data/raw/occluded_duke", log_table=False)
-    pack_dataset(ds, tmp_path / "data/packed/occluded_duke", 32, 16, num_threads=1,
-                 progress=False, source=pack_source(ds_cfg))
+    pack_synthetic(config, tmp_path / "data")
     return tmp_path, params
 
 
