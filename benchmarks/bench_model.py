@@ -1,6 +1,6 @@
 """DDRN's training-step cost over the Table 2 index-0 ViT baseline at the same size.
 
-``python -m benchmarks.bench_model [--quick] [--device cpu|cuda] [--compile] [--full]``
+``python -m benchmarks.bench_model [--quick] [--device cpu|cuda] [--compile] [--full] [--precision]``
 
 Both models are timed in the same run, interleaved (baseline, DDRN, baseline, ...) and the median
 step time of each is compared, so machine load affects both alike. The goal from the issue is
@@ -9,6 +9,10 @@ prints parameter counts and forward FLOPs (``torch.utils.flop_counter``).
 
 * CPU (default): the ``demo`` model (tiny ViT, 64x32); ``--full``: the ``paper`` model
   (ViT-B/16, 256x128, stride 11) at batch 2.
+* ``--precision`` (CPU): the demo's CNN baseline (``bot_resnet50`` at ``model.cnn_backbone``) and
+  ViT baseline, each in fp32 and under bf16 autocast, and their ratios: why the CNN variant sets
+  ``train.amp: bf16`` and the ViTs train in fp32. Run it with ``OMP_NUM_THREADS=1`` to see a
+  trial's single core.
 * ``--device cuda``: the ``paper`` model at batch 64 under bf16 autocast (``--compile`` adds
   ``torch.compile``), plus the TransReID recipe (the baseline, eager, fp16 autocast + GradScaler)
   as the reference, printing images/s and DDRN's speed-up over that recipe (goal >= 1.4x).
@@ -27,6 +31,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddrn.engine.optim import build_optimizer
+from ddrn.engine.trainer import cpu_has_native_bf16
 from ddrn.losses import build_criterion
 from ddrn.models import build_model
 from pipeline.params import load_config
@@ -52,7 +58,7 @@ def _make(config, variant: str, batch: int, device: torch.device, amp: str, comp
                         input_size=size).to(device)
     criterion = build_criterion(spec.loss, model.feature_dim, num_classes).to(device)
     params = [p for p in [*model.parameters(), *criterion.parameters()] if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    opt = build_optimizer([model, criterion], spec.train)  # the profile's, as training builds it
     images = torch.randn(batch, 3, *size, device=device)
     pids = torch.arange(batch, device=device) // 4 % num_classes  # P x K = (B/4) x 4
     flops = _forward_flops(model, images)
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models (cuda)")
     parser.add_argument("--full", action="store_true", help="CPU: the paper model at batch 2")
+    parser.add_argument("--precision", action="store_true",
+                        help="CPU: the CNN and ViT baselines in fp32 vs bf16 autocast")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
@@ -122,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     num_classes = NUM_CLASSES if profile == "paper" else 48
     amp = "bf16" if cuda else "off"
     torch.manual_seed(0)
+    if args.precision:
+        _compare_precision(config, batch, device, repeats, steps, num_classes)
+        return
     base = _make(config, "vit_baseline", batch, device, amp, args.compile, num_classes)
     ddrn = _make(config, "ddrn", batch, device, amp, args.compile, num_classes)
     candidates = [base, ddrn]
@@ -147,6 +158,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"DDRN [{amp}{', compiled' if args.compile else ''}] / TransReID recipe speed: "
               f"{speedup:.2f}x (goal >= 1.4x; {batch / statistics.median(ddrn.times):.0f} img/s)")
 
+
+def _compare_precision(config, batch: int, device: torch.device, repeats: int, steps: int,
+                       num_classes: int) -> None:
+    """Each baseline's training step in fp32 and under bf16 autocast, all four interleaved."""
+    pairs = {v: (_make(config, v, batch, device, "off", False, num_classes),
+                 _make(config, v, batch, device, "bf16", False, num_classes))
+             for v in ("bot_resnet50", "vit_baseline")}
+    print(f"input {config.input.height}x{config.input.width}, batch {batch}, {repeats} "
+          f"interleaved repeats x {steps} steps, threads {torch.get_num_threads()}, native CPU "
+          f"bf16: {cpu_has_native_bf16()}; CNN backbone {config.model.cnn_backbone}")
+    _time([c for pair in pairs.values() for c in pair], repeats, steps, device)
+    for variant, (fp32, bf16) in pairs.items():
+        for c in (fp32, bf16):
+            med = statistics.median(c.times)
+            print(f"  {c.name:40s} step {med * 1e3:9.2f} ms  {batch / med:9.1f} img/s")
+        ratio = statistics.median(bf16.times) / statistics.median(fp32.times)
+        print(f"{variant}: bf16 / fp32 step time {ratio:.3f} ({1 / ratio:.2f}x the images/s)")
 
 if __name__ == "__main__":
     main()

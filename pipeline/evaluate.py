@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ddrn.atomic import atomic_write_text
 from pipeline.cli import base_parser, load_params, run_stage
 from pipeline.params import ExperimentSpec, ProjectConfig
 from pipeline.preflight import check_experiments
+from pipeline.trial.devices import resolve_device
 from pipeline.trial.experiment import PACKED_ROOT
-from pipeline.trial.scoring import evaluate_experiment
+from pipeline.trial.scoring import evaluate_experiment, load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +41,28 @@ def evaluate(config: ProjectConfig, specs: Sequence[ExperimentSpec], runs_dir: P
     check_experiments(config, specs, packed_root, train=False, test=True)
     docs = []
     for spec in specs:
+        trained = load_trained_model(config, spec, runs_dir / spec.name, packed_root,
+                                     resolve_device(spec.train.device), allow_partial)
         doc = evaluate_experiment(config, spec, runs_dir / spec.name, eval_dir / spec.name,
-                                  packed_root, allow_partial)
+                                  packed_root, allow_partial, trained)
         write_metrics(metrics_dir / f"{spec.name}.json", doc)
         docs.append(doc)
         if track:
             from pipeline.tracking.runs import log_evaluation
 
             log_evaluation(config.tracking, Path.cwd(), doc)
-            _log_model(config, spec, runs_dir / spec.name, packed_root)
+            _log_model(config, spec, trained[0], packed_root)
     return docs
 
 
-def _log_model(config: ProjectConfig, spec: ExperimentSpec, run_dir: Path, packed_root: Path) -> None:
+def _log_model(config: ProjectConfig, spec: ExperimentSpec, model: nn.Module,
+               packed_root: Path) -> None:
     """The trained model as an MLflow Model in its training run (input example: two queries)."""
     import numpy as np
-    import torch
 
     from ddrn.data import open_packed
     from pipeline.tracking.models import log_trained_model
-    from pipeline.trial.scoring import load_trained_model
 
-    model, _ = load_trained_model(config, spec, run_dir, packed_root, torch.device("cpu"))
     query = open_packed(packed_root / spec.test_sets[0]).splits["query"]
     log_trained_model(config, spec, model, np.asarray(query.images[:2]), Path.cwd())
 

@@ -86,17 +86,20 @@ class ExperimentGroup:
 
 @section
 class VariantConfig:
-    """A variant is data: overrides of the profile's ``model`` and ``loss`` sections."""
+    """A variant is data: overrides of the profile's ``model`` and ``loss`` sections, and of its
+    ``train`` section where a method has its own recipe (the CNN baseline's precision)."""
 
     description: Str = ""
     table2_index: Int | None = None
     model: dict[str, Any] = field(default_factory=dict)
     loss: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     @rule
     def _rules(self) -> "VariantConfig":
         _nested_rule(lambda: check_overrides(ModelConfig, self.model, "model"))
         _nested_rule(lambda: check_overrides(LossConfig, self.loss, "loss"))
+        _nested_rule(lambda: check_overrides(TrainConfig, self.train, "train"))
         return self
 
 
@@ -287,13 +290,15 @@ class PretrainConfig:
 class ProfileConfig:
     """Everything one profile configures; each section defaults to the paper's recipe."""
 
-    seed: Int = 1234
-    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    # The library's sections (ddrn.config): what one model is and how it trains and is scored.
     input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # The pipeline's: which data and experiments, and where and how they run.
+    seed: Int = 1234
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     experiments: dict[str, ExperimentGroup] = field(default_factory=dict)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -416,7 +421,7 @@ class ProjectConfig:
 
     def resolve(self, train_set: str, variant: str, seed: int, group: str = "",
                 test_sets: tuple[str, ...] = ()) -> ExperimentSpec:
-        """Apply a variant's overrides to the profile's model and loss sections."""
+        """Apply a variant's overrides to the profile's model, loss and train sections."""
         if variant not in self.variants:
             raise ConfigError(f"{self.source}: unknown variant {variant!r}; expected one of: "
                               f"{', '.join(sorted(self.variants))}")
@@ -425,10 +430,12 @@ class ProjectConfig:
                         **v.model)
         loss = replace(self.cfg.loss, f"{self.source}: variants.{variant}.loss {applied}",
                        **v.loss)
+        train = replace(self.cfg.train, f"{self.source}: variants.{variant}.train {applied}",
+                        **v.train)
         return ExperimentSpec(
             name=f"{train_set}-{variant}-s{seed}", group=group, train_set=train_set,
             test_sets=tuple(test_sets) or (train_set,), variant=variant, seed=seed,
-            model=model, loss=loss, train=self.cfg.train,
+            model=model, loss=loss, train=train,
         )
 
 

@@ -77,7 +77,8 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on ``device`` (None = full precision).
 
     ``auto``: bf16 on CUDA cards that support it, fp16 (with a GradScaler) on older ones, off on
-    the CPU.
+    the CPU. ``bf16`` on a CPU without native bf16 instructions (AVX512-BF16 or AMX) still works,
+    emulated and slower than fp32: a warning says so.
     """
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
@@ -86,7 +87,15 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.amp: 'fp16' needs a CUDA device, got {device}; expected 'auto', "
                           "'bf16' or 'off'")
+    if mode == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("train.amp: bf16 on a CPU without AVX512-BF16 or AMX runs emulated, slower "
+                    "than fp32; set train.amp: off on this machine")
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), as oneDNN uses it."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def fit(model: nn.Module, criterion: nn.Module, loader: Any, train_cfg: TrainConfig,

@@ -133,19 +133,22 @@ class EmbeddingSpace(nn.Module):
                              f"train_index={train_index!r}, kmeans_iters={kmeans_iters}, "
                              f"dead_code_threshold={dead_code_threshold}, "
                              f"restart_every={restart_every}, usage_decay={usage_decay})")
+        # Eq. 1-2: the codebook E and its Gumbel-Softmax.
         self.num_embeddings = num_embeddings
         self.dim = dim
         self.tau = tau
         self.sampling = sampling
+        self.weight = nn.Parameter(torch.empty(num_embeddings, dim))  # E: (x, D)
+        # Where the paper is silent (module docstring): how codes are compared and picked, ...
         self.similarity = similarity
         self.train_index = train_index
+        self.weight_decay = weight_decay
+        # ... and how they start and stay alive.
         self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
         self.restart_every = restart_every
         self.usage_decay = usage_decay
-        self.weight_decay = weight_decay
-        self.weight = nn.Parameter(torch.empty(num_embeddings, dim))  # E: (x, D)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("usage_ema", torch.empty(num_embeddings))  # (x,) token shares
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen

@@ -190,7 +190,13 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
     """
     from ray import tune
 
-    from pipeline.sweep.trial import collect_trials, grid_trial, run_config, start_or_restore
+    from pipeline.sweep.trial import (
+        collect_trials,
+        grid_trial,
+        run_config,
+        start_or_restore,
+        total_wall_seconds,
+    )
 
     sweep = config.sweep
     epochs = grid_epochs(config)
@@ -223,7 +229,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
         seeds=list(sweep.fig6.seeds),
         values={k: list(v) for k, v in sweep.fig6.values.items()},
         base={k: base[k] for k in sweep.fig6.values},
-        duration_s=round(time.perf_counter() - t0, 1),
+        duration_s=round(total_wall_seconds(exp_path, shared_fs, time.perf_counter() - t0), 1),
         num_nodes=len({n for t in trials for n in t["nodes"]}),
         points=sorted((_result(t) for t in trials), key=_order(points)))
 

@@ -66,6 +66,7 @@ from pipeline.sweep.trial import (
     run_config,
     start_or_restore,
     sweep_trial,
+    total_wall_seconds,
     validation_split,
 )
 from pipeline.tracking.runs import stage_run
@@ -195,8 +196,9 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
             grid = tuner.fit()
             trials = collect_trials(grid, max_epochs)
             num_nodes = len({n for t in trials for n in t["nodes"]})
-            summary = _summary(config, exp_name, exp_path, trials, max_epochs,
-                               time.perf_counter() - t0, num_nodes, split.summary())
+            seconds = total_wall_seconds(exp_path, shared_fs, time.perf_counter() - t0)
+            summary = _summary(config, exp_name, exp_path, trials, max_epochs, seconds, num_nodes,
+                               split.summary())
             study = None
             if fig6:
                 study = (run_grid(config, ctx, points, storage=storage, shared_fs=shared_fs,

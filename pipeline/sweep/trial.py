@@ -47,6 +47,7 @@ from pipeline.sweep.space import METRIC, apply_knobs, plain
 from pipeline.tracking.runs import TrackingTarget, TrialTracker, log_metrics
 from pipeline.trial.devices import resolve_device
 from pipeline.trial.experiment import TrainingSetup, build_experiment_model
+from pipeline.trial.rundir import read_json, write_json
 from pipeline.trial.scoring import evaluate_split
 from pipeline.trial.tune import USER_ERROR, report_epoch, restore_checkpoint
 
@@ -315,6 +316,23 @@ def run_config(name: str, storage: str, config: ProjectConfig) -> Any:
     return tune.RunConfig(name=name, storage_path=storage, verbose=0,
                           failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+WALL_TIME_FILE = "wall_seconds.json"
+"""Wall seconds of the finished attempts at a Tune experiment, next to Tune's own state."""
+
+
+def total_wall_seconds(exp_path: str, shared_fs: bool, seconds: float) -> float:
+    """This attempt's ``seconds`` plus those of the earlier finished attempts at ``exp_path``,
+    recorded there for the next one (a ``--resume``, even of a finished sweep, adds its own
+    seconds rather than replacing the sweep's). An attempt killed before it finished is not
+    counted; on remote storage (no shared filesystem) only this attempt is."""
+    if not shared_fs:
+        return seconds
+    path = Path(exp_path) / WALL_TIME_FILE
+    total = float((read_json(path) or {}).get("seconds", 0.0)) + seconds
+    write_json(path, {"seconds": round(total, 1)})
+    return total
 
 
 def start_or_restore(exp_path: str, resume: bool, shared_fs: bool) -> bool:

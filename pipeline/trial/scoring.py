@@ -110,7 +110,8 @@ def ranked_gallery(dist: torch.Tensor, query: PackedSplit, gallery: PackedSplit,
 
 def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: str | Path,
                         eval_dir: str | Path, packed_root: str | Path = PACKED_ROOT,
-                        allow_partial: bool = False) -> dict:
+                        allow_partial: bool = False,
+                        trained: tuple[nn.Module, dict[str, Any]] | None = None) -> dict:
     """Evaluate a trained experiment on each of its test sets.
 
     Writes ``<eval_dir>/<test_set>.npz`` per test set (float16 features, top-10 ranked gallery
@@ -118,10 +119,13 @@ def evaluate_experiment(config: ProjectConfig, spec: ExperimentSpec, run_dir: st
     arrays too when the set has twins), ``<eval_dir>/mechanism.json`` for Embedding Space models, and
     returns the ``metrics/<exp>.json`` document. Weights of an unfinished run are refused unless
     ``allow_partial``; then the document says ``"partial": true`` and the epochs trained.
+    ``trained``: the model and provenance :func:`load_trained_model` already returned for this
+    run (on its device), so a caller that needs the model too loads it once.
     """
     run_dir, eval_dir, packed_root = Path(run_dir), Path(eval_dir), Path(packed_root)
     device = resolve_device(spec.train.device)
-    model, record = load_trained_model(config, spec, run_dir, packed_root, device, allow_partial)
+    model, record = trained or load_trained_model(config, spec, run_dir, packed_root, device,
+                                                  allow_partial)
     results: dict[str, dict[str, float]] = {}
     for test_set in spec.test_sets:
         packed = open_packed(packed_root / test_set)

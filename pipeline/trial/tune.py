@@ -62,14 +62,17 @@ class TrialJob:
 
 @dataclasses.dataclass(frozen=True)
 class TrialOutcome:
-    """How one trial ended, as seen by the driver."""
+    """How one trial ended, as seen by the driver: finished, or failed with ``error``."""
 
     experiment: str
-    ok: bool
     epochs: int
     error: str | None = None
     worker_pid: int | None = None
     """The Ray worker process that finished it (workers are reused across trials)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @contextmanager
@@ -401,15 +404,15 @@ def run_trials(job: TrialJob, experiments: Sequence[str], ray_cfg: RayConfig,
             if result.error is None and metrics.get("finished"):
                 _collect(result.checkpoint, Path(job.runs_dir) / exp)
                 pid = metrics.get("worker_pid")
-                outcomes.append(TrialOutcome(exp, True, int(metrics.get("epoch", 0)),
+                outcomes.append(TrialOutcome(exp, int(metrics.get("epoch", 0)),
                                              worker_pid=int(pid) if pid is not None else None))
             elif metrics.get(USER_ERROR):
-                outcomes.append(TrialOutcome(exp, False, int(metrics.get("epoch") or 0),
+                outcomes.append(TrialOutcome(exp, int(metrics.get("epoch") or 0),
                                              str(metrics[USER_ERROR])))
             else:
                 message = str(result.error).strip().splitlines()[-1] if result.error else \
                     "ended without finishing"
-                outcomes.append(TrialOutcome(exp, False, int(metrics.get("epoch", 0)), message))
+                outcomes.append(TrialOutcome(exp, int(metrics.get("epoch", 0)), message))
     order = {e: i for i, e in enumerate(experiments)}
     return sorted(outcomes, key=lambda o: order[o.experiment])
 

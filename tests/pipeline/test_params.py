@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,22 @@ def test_codebook_larger_than_width_with_orthogonal_loss(raw: dict) -> None:
         "only": {"train_set": "occluded_duke", "variants": ["es"], "seeds": [0]}}
     data["profiles"]["demo"]["sweep"]["base_variant"] = "es"
     assert config_from_dict(data).experiment("occluded_duke-es-s0").model.num_embeddings == 128
+
+
+def test_a_variant_may_override_the_train_section(raw: dict) -> None:
+    config = config_from_dict(raw, "demo")
+    resnet = config.experiment("market1501-bot_resnet50-s0")
+    vit = config.experiment("market1501-vit_baseline-s0")
+    assert resnet.train.amp == "bf16" and vit.train.amp == config.train.amp == "auto"
+    assert dataclasses.replace(resnet.train, amp="auto") == vit.train  # nothing else moves
+    assert config.fingerprint(resnet) != config.fingerprint(
+        dataclasses.replace(resnet, train=vit.train))
+    data = mutated(raw, "variants.bot_resnet50.train", {"amp": "fp8"})
+    assert config_error(data) == ("params.yaml: variants.bot_resnet50.train.amp: expected one of "
+                                  "'auto', 'bf16', 'fp16', 'off', got 'fp8'")
+    data = mutated(raw, "variants.bot_resnet50.train", {"epochz": 3})
+    assert config_error(data).startswith("params.yaml: variants.bot_resnet50.train.epochz: "
+                                          "unknown key; expected one of: epochs,")
 
 
 def test_unknown_variant_in_experiments(raw: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -78,3 +80,31 @@ def test_schedule_state_round_trip() -> None:
     sched2.step(8)
     sched.step(8)
     assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_cpu_parameters_get_the_fused_kernel(optimizer: str) -> None:
+    opt = build_optimizer([nn.Linear(3, 2)], TrainConfig(optimizer=optimizer))
+    assert opt.defaults["fused"] is True
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_per_parameter_loop() -> None:
+    """The fused kernel is a speed choice, not another optimiser: same update up to rounding."""
+    torch.manual_seed(0)
+    fused_model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    loop_model = copy.deepcopy(fused_model)
+    cfg = TrainConfig(optimizer="adamw", lr=0.01, weight_decay=0.05)
+    fused = build_optimizer([fused_model], cfg)
+    loop = torch.optim.AdamW([{"params": [p for n, p in loop_model.named_parameters()
+                                          if not n.endswith("bias")], "lr": cfg.lr},
+                              {"params": [p for n, p in loop_model.named_parameters()
+                                          if n.endswith("bias")], "lr": 2 * cfg.lr}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for model, opt in ((fused_model, fused), (loop_model, loop)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

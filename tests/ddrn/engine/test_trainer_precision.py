@@ -168,3 +168,23 @@ def test_fp16_grad_scaler_bookkeeping_on_cpu() -> None:
     scaler.update()
     assert scaler.get_scale() == 2.0
     assert all(torch.equal(a, p) for a, p in zip(kept, params, strict=True))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Emulated bf16 is slower than fp32: a config tuned on one machine says so on another."""
+    from ddrn.engine import trainer
+
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="ddrn.engine.trainer"):
+        assert trainer.amp_dtype("bf16", cpu) is torch.bfloat16
+    native_warnings = [r for r in caplog.records if "without AVX512-BF16" in r.getMessage()]
+    assert len(native_warnings) == (0 if trainer.cpu_has_native_bf16() else 1)
+    caplog.clear()
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="ddrn.engine.trainer"):
+        assert trainer.amp_dtype("bf16", cpu) is torch.bfloat16
+        assert trainer.amp_dtype("off", cpu) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.amp: bf16 on a CPU without AVX512-BF16 or AMX runs emulated, slower than fp32; "
+        "set train.amp: off on this machine"]

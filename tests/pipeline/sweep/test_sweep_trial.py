@@ -144,3 +144,17 @@ def test_a_project_error_fails_the_trial_once_and_leaves_no_scratch(
     assert not list(exp.glob(f"trial_runs/*/{'.tune-scratch-'}*"))
     assert not [p for p in Path(tempfile.gettempdir()).glob("ddrn-sweep-ckpt-*")
                 if p.stat().st_mtime >= started]
+
+
+def test_wall_seconds_add_up_over_resumed_attempts(tmp_path: Path) -> None:
+    """A --resume (even of a finished sweep) reports the sweep's time, not the resume's alone."""
+    from pipeline.sweep.trial import WALL_TIME_FILE, total_wall_seconds
+
+    exp = tmp_path / "sweep-x"
+    exp.mkdir()
+    assert total_wall_seconds(str(exp), True, 300.0) == 300.0
+    assert total_wall_seconds(str(exp), True, 5.25) == pytest.approx(305.25)
+    assert json.loads((exp / WALL_TIME_FILE).read_text()) == {"seconds": 305.2}
+    # Remote storage keeps no record: this attempt's seconds only, nothing written here.
+    assert total_wall_seconds(str(tmp_path / "remote"), False, 7.0) == 7.0
+    assert not (tmp_path / "remote").exists()
