@@ -399,8 +399,13 @@ def write_run_facts(paths: ReportPaths, specs: Sequence[ExperimentSpec],
             lines.append(f"| {spec.name} | {len(history)} | {secs:.1f} | "
                          f"{ips[len(ips) // 2] if ips else float('nan'):.0f} |")
     atomic_write_text(paths.timings / "pipeline.md", "\n".join(lines) + "\n")
-    return {k: v for k, v in per_kind.items() if k not in SEPARATE_GRAPH_STAGES}
+    ordered = sorted(per_kind, key=lambda k: (GRAPH_ORDER.index(k) if k in GRAPH_ORDER
+                                              else len(GRAPH_ORDER), k))
+    return {k: per_kind[k] for k in ordered if k not in SEPARATE_GRAPH_STAGES}
 
+
+GRAPH_ORDER = ("download", "preprocess", "pretrain", "train", "evaluate", "report")
+"""The main graph's stages in the order they run (``dvc.yaml``), as the header lists them."""
 
 SEPARATE_GRAPH_STAGES = ("sweep",)
 """Stages recorded in ``timings/`` that are not part of the report's graph (``sweeps/dvc.yaml``)."""

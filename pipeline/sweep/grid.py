@@ -193,6 +193,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
     from pipeline.sweep.trial import (
         collect_trials,
         grid_trial,
+        restored_tuner,
         run_config,
         start_or_restore,
         total_wall_seconds,
@@ -207,9 +208,7 @@ def run_grid(config: ProjectConfig, ctx: Any, points: list[GridPoint], *, storag
     trainable = tune.with_resources(tune.with_parameters(grid_trial, ctx=ctx), dict(resources))
     t0 = time.perf_counter()
     if start_or_restore(exp_path, resume, shared_fs):
-        log.info("resuming the Fig. 6 grid %s from %s", name, exp_path)
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
-                                   resume_errored=True)
+        tuner = restored_tuner(exp_path, trainable, f"the Fig. 6 grid {name}")
     else:
         log.info("Fig. 6 grid %s: %d trials of %d epochs (%d configurations x %d seeds), "
                  "storage %s", name, len(points), epochs, len(points) // len(sweep.fig6.seeds),

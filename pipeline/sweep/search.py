@@ -63,6 +63,7 @@ from pipeline.sweep.space import (
 from pipeline.sweep.trial import (
     TrialContext,
     collect_trials,
+    restored_tuner,
     run_config,
     start_or_restore,
     sweep_trial,
@@ -172,9 +173,7 @@ def run_sweep(config: ProjectConfig, root: Path, *, data_root: Path, out_dir: Pa
                      exp_name, sweep.num_samples, max_epochs, resources,
                      sweep.max_concurrent_trials, exp_path)
             if restoring:
-                log.info("resuming sweep %s from %s", exp_name, exp_path)
-                tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
-                                           resume_errored=True)
+                tuner = restored_tuner(exp_path, trainable, f"sweep {exp_name}")
             else:
                 searcher = OptunaSearch(
                     define_space(sweep.space, base_knobs(config)), metric=METRIC, mode="max",

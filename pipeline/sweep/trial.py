@@ -335,6 +335,15 @@ def total_wall_seconds(exp_path: str, shared_fs: bool, seconds: float) -> float:
     return total
 
 
+def restored_tuner(exp_path: str, trainable: Any, what: str) -> Any:
+    """The interrupted Tune experiment at ``exp_path``, continued: finished trials are kept,
+    unfinished and failed ones go on from their last checkpoint (``what`` names it in the log)."""
+    from ray import tune
+
+    log.info("resuming %s from %s", what, exp_path)
+    return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+
+
 def start_or_restore(exp_path: str, resume: bool, shared_fs: bool) -> bool:
     """Whether to continue the Tune experiment at ``exp_path`` (``Tuner.restore``).
 
