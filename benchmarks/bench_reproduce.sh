@@ -22,9 +22,10 @@ for rev in "$ref" "$candidate"; do
   dir=$work/$sha
   git clone -q "$repo" "$dir" && git -C "$dir" checkout -q "$sha"
   start=$(date +%s)
-  (cd "$dir" && make reproduce > "$work/$sha.log" 2>&1)
+  (cd "$dir" && make install > "$work/$sha.log" 2>&1 && make reproduce >> "$work/$sha.log" 2>&1)
   rc=$?
   seconds=$(( $(date +%s) - start ))
+  installed=$(stat -c %Y "$dir/.venv/.installed" 2>/dev/null || echo "$start")
   # load_config moved from ddrn.config to pipeline.params; the reference may predate that.
   n=$(cd "$dir" && .venv/bin/python -c "
 try:
@@ -36,6 +37,19 @@ print(len(load_config().experiments_list()))")
     echo "$sha: make reproduce failed (exit $rc); last lines:"; tail -5 "$work/$sha.log"; exit 1
   fi
   per_exp[$rev]=$(python3 -c "print(f'{$seconds / $n:.1f}')")
+  # Where the time went: the install, then each stage as its timings/<stage>.json recorded it
+  # (foreach items summed; a stage DVC skipped, e.g. a report whose inputs came out identical,
+  # recorded nothing).
+  python3 - "$dir/timings" "$(( installed - start ))" <<'PY'
+import json, sys
+from pathlib import Path
+stages = {}
+for f in sorted(Path(sys.argv[1]).glob("*.json")):
+    doc = json.loads(f.read_text())
+    kind = str(doc.get("stage", f.stem)).split("@")[0]
+    stages[kind] = stages.get(kind, 0.0) + float(doc.get("seconds", 0.0))
+print(f"  install {sys.argv[2]} s; " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
+PY
   # The report header's stage-times row differs on every run (and with it the reports' md5 and
   # size in dvc.lock); every other changed line is a result that did not reproduce.
   changed=$(git -C "$dir" status --porcelain | wc -l)

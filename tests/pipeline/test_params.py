@@ -124,7 +124,8 @@ def test_a_variant_may_override_the_train_section(raw: dict) -> None:
     resnet = config.experiment("market1501-bot_resnet50-s0")
     vit = config.experiment("market1501-vit_baseline-s0")
     assert resnet.train.amp == "bf16" and vit.train.amp == config.train.amp == "auto"
-    assert dataclasses.replace(resnet.train, amp="auto") == vit.train  # nothing else moves
+    assert resnet.train.checkpoint_every == 5 and vit.train.checkpoint_every == 1
+    assert dataclasses.replace(resnet.train, amp="auto", checkpoint_every=1) == vit.train
     assert config.fingerprint(resnet) != config.fingerprint(
         dataclasses.replace(resnet, train=vit.train))
     data = mutated(raw, "variants.bot_resnet50.train", {"amp": "fp8"})
