@@ -3,6 +3,7 @@
 # reference commit and of a candidate, back to back on this machine, and their ratio.
 #
 #   bash benchmarks/bench_reproduce.sh REF [CANDIDATE]    # CANDIDATE defaults to HEAD
+#   BENCH_KEEP=DIR bash benchmarks/bench_reproduce.sh ...  # keep each clone's log and timings/
 #
 # Each commit is cloned from this repository into a temporary folder and reproduced from
 # nothing (venv, install, every DVC stage); the wall time is divided by the number of
@@ -33,6 +34,10 @@ try:
 except ImportError:
     from ddrn.config import load_config
 print(len(load_config().experiments_list()))")
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    mkdir -p "$BENCH_KEEP/$sha" && cp "$work/$sha.log" "$BENCH_KEEP/$sha/" &&
+      cp -r "$dir/timings" "$BENCH_KEEP/$sha/" 2>/dev/null
+  fi
   if [ "$rc" -ne 0 ]; then
     echo "$sha: make reproduce failed (exit $rc); last lines:"; tail -5 "$work/$sha.log"; exit 1
   fi
