@@ -176,5 +176,6 @@ def _compare_precision(config, batch: int, device: torch.device, repeats: int, s
         ratio = statistics.median(bf16.times) / statistics.median(fp32.times)
         print(f"{variant}: bf16 / fp32 step time {ratio:.3f} ({1 / ratio:.2f}x the images/s)")
 
+
 if __name__ == "__main__":
     main()

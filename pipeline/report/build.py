@@ -414,8 +414,8 @@ SEPARATE_GRAPH_STAGES = ("sweep",)
 def stage_times_cell(stage_seconds: dict[str, float], timings: Path) -> str:
     """The header's stage-times cell: each stage's wall time and the machine that ran them.
 
-    The one part of the report that differs on every run (the numbers do not): a reproduce on
-    the same kind of machine changes this row and nothing else.
+    The one part of the report that differs from run to run (the numbers do not): a report
+    rebuilt from identical inputs changes this row and nothing else.
     """
     if set(stage_seconds) <= {"report"}:
         return f"not recorded on this machine (no `{timings.name}/`)"
